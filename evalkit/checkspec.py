@@ -1,0 +1,175 @@
+"""How a check is written in a suite, and what arguments each kind accepts.
+
+A check is a one-key mapping, `{contains: "refund"}`, with optional `name`, `weight`,
+`required`; `{not: {contains: "x"}}` negates. Only the shape is validated here; what a check
+does with an output lives in `checks.py`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
+
+FinishReason = Literal["stop", "length", "content_filter", "tool_calls", "function_call"]
+
+
+class _Arg(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EqualsArg(_Arg):
+    value: str
+    strip: bool = True
+    ignore_case: bool = False
+
+
+class JsonPathArg(_Arg):
+    path: str
+    equals: Any
+
+
+class SimilarityArg(_Arg):
+    value: str
+    threshold: float = Field(0.8, ge=0, le=1)
+
+
+class JudgeArg(_Arg):
+    model: str
+    rubric: str
+    threshold: float = Field(0.5, ge=0, le=1)
+
+
+_PYTHON_REF = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
+
+# kind -> the type its argument must have
+ARG_TYPES: dict[str, Any] = {
+    "equals": str | EqualsArg,
+    "contains": str,
+    "icontains": str,
+    "not_contains": str,
+    "starts_with": str,
+    "ends_with": str,
+    "contains_any": list[str],
+    "contains_all": list[str],
+    "match": str | list[str],
+    "regex": str,
+    "is_json": Literal[True] | None,
+    "json_schema": dict[str, Any],
+    "json_path": JsonPathArg,
+    "finish_reason": FinishReason | list[FinishReason],
+    "max_completion_tokens": int,
+    "max_latency_ms": float,
+    "max_cost_usd": float,
+    "similarity": str | SimilarityArg,
+    "python": str,
+    "judge": JudgeArg,
+}
+
+# names from DESIGN.md's short list, kept as spellings of the canonical kinds
+ALIASES = {"max_tokens": "max_completion_tokens", "max_cost": "max_cost_usd"}
+
+# kinds whose string arguments are not Jinja templates
+UNTEMPLATED = frozenset({"json_schema", "python"})
+
+_OPTIONS = ("name", "weight", "required")
+_ADAPTERS = {kind: TypeAdapter(t) for kind, t in ARG_TYPES.items()}
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+class Check(BaseModel):
+    """One check, normalised: its kind, argument and options."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: str
+    arg: Any = None
+    name: str | None = None
+    weight: float = Field(1.0, ge=0)
+    required: bool = True
+    negate: bool = False
+
+    @property
+    def label(self) -> str:
+        """The check's column name: its `name`, else its kind (prefixed `not_` if negated)."""
+        return self.name or (f"not_{self.kind}" if self.negate else self.kind)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_suite_form(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "kind" in data:
+            return data  # already normalised (e.g. rebuilt from a manifest)
+        if isinstance(data, str):
+            data = {data: None}  # `- is_json` written bare
+        if not isinstance(data, dict):
+            raise PydanticCustomError("check", "a check is a mapping such as 'contains: text'", {})
+        options = {k: data[k] for k in _OPTIONS if k in data}
+        kinds = [k for k in data if k not in _OPTIONS]
+        if len(kinds) != 1:
+            raise PydanticCustomError(
+                "check",
+                "a check needs exactly one kind (got {got}); known kinds: {known}",
+                {"got": ", ".join(map(str, kinds)) or "none", "known": ", ".join(ARG_TYPES)},
+            )
+        kind = str(kinds[0])
+        if kind == "not":
+            inner = cls.model_validate(data["not"])
+            return {**inner.model_dump(), **options, "negate": not inner.negate}
+        kind = ALIASES.get(kind, kind)
+        if kind not in ARG_TYPES:
+            raise PydanticCustomError(
+                "check_kind",
+                "unknown check '{kind}'{hint}",
+                {"kind": kind, "hint": _did_you_mean(kind, [*ARG_TYPES, "not"])},
+            )
+        return {"kind": kind, "arg": _validated_arg(kind, data[kinds[0]]), **options}
+
+
+def _validated_arg(kind: str, arg: Any) -> Any:
+    try:
+        value = _ADAPTERS[kind].validate_python(arg)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"] if not str(p)[:1].isupper())
+        raise PydanticCustomError(
+            "check_arg",
+            "{kind}: {msg}",
+            {"kind": kind, "msg": f"{where}: {first['msg']}" if where else first["msg"]},
+        ) from None
+    if kind == "regex" and "{{" not in value:
+        compile_regex(value)
+    if kind == "python" and not re.match(_PYTHON_REF, value):
+        raise PydanticCustomError(
+            "check_arg", "python: expected 'module:function', got '{v}'", {"v": value}
+        )
+    if kind == "json_schema":
+        _check_schema(value)
+    return value.model_dump() if isinstance(value, BaseModel) else value
+
+
+def compile_regex(pattern: str) -> re.Pattern[str]:
+    """The compiled pattern, or a check error naming what is wrong with it."""
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise PydanticCustomError(
+            "check_arg", "regex: invalid pattern '{p}': {e}", {"p": pattern, "e": str(exc)}
+        ) from None
+
+
+def _check_schema(schema: dict[str, Any]) -> None:
+    import jsonschema
+
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise PydanticCustomError(
+            "check_arg", "json_schema: not a valid JSON Schema: {e}", {"e": exc.message}
+        ) from None

@@ -1,0 +1,126 @@
+"""The `evalkit` command: parses options, calls the API, prints, maps errors to exit codes."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from evalkit.catalog import CATALOG
+from evalkit.errors import EvalkitError, SuiteError
+from evalkit.load import load_suite
+from evalkit.suite import ModelSpec
+from evalkit.validate import check_suite
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="Batch prompt evaluation and model comparison for OpenAI-compatible APIs.",
+)
+
+ModelOption = Annotated[
+    list[str] | None,
+    typer.Option("--model", "-m", help="provider/model to use instead of the suite's models."),
+]
+
+
+@app.callback()
+def _root(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks of internal errors.")
+    ] = False,
+) -> None:
+    """evalkit: run prompt suites against models, compare, and gate CI on regressions."""
+
+
+@app.command()
+def validate(
+    suites: Annotated[list[Path], typer.Argument(help="Suite files (YAML or JSONL).")],
+    model: ModelOption = None,
+) -> None:
+    """Load and render every case of each suite; report every problem. Sends nothing."""
+    problems = []
+    for path in suites:
+        try:
+            suite = load_suite(path)
+        except SuiteError as exc:
+            problems.extend(exc.problems)
+            continue
+        overrides = [ModelSpec(id=m) for m in model] if model else None
+        found = check_suite(suite, overrides)
+        if found:
+            problems.extend(found)
+            continue
+        variants = len(suite.variant_prompts())
+        models = len(overrides if overrides is not None else suite.models)
+        requests = len(suite.cases) * variants * models * suite.samples
+        typer.echo(
+            f"{path}: ok ({len(suite.cases)} cases, {variants} variant(s), "
+            f"{models} model(s), {suite.samples} sample(s): {requests} requests)"
+        )
+    if problems:
+        raise SuiteError(problems)
+
+
+@app.command()
+def models() -> None:
+    """List the models evalkit knows: endpoint, context window, prices (USD per 1M tokens)."""
+    header = ("model", "endpoint", "context", "$/1M in", "$/1M out", "prices as of", "notes")
+    rows = [header]
+    for info in CATALOG:
+        notes = [info.note] if info.note else []
+        if info.supports_suffix:
+            notes.append("insert (suffix)")
+        if info.deprecated:
+            notes.append(f"shut down {info.deprecated}")
+        rows.append(
+            (
+                info.id,
+                info.kind,
+                f"{info.context_window:,}",
+                f"{info.input_per_mtok:.2f}",
+                f"{info.output_per_mtok:.2f}",
+                info.prices_as_of,
+                "; ".join(notes),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for row in rows:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code (see DESIGN.md: 0, 1, 2, 3, 4)."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        result = app(args=args, prog_name="evalkit", standalone_mode=False)
+    except EvalkitError as exc:
+        typer.echo(str(exc), err=True)
+        return exc.exit_code
+    except typer.Abort:
+        typer.echo("interrupted", err=True)
+        return 3
+    except typer.TyperException as exc:  # a usage error: bad option or argument
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            typer.echo(str(exc), err=True)
+        return 2
+    except Exception as exc:
+        if "--debug" in args:
+            traceback.print_exc()
+        typer.echo(
+            f"evalkit: internal error ({type(exc).__name__}: {exc}). This is a bug: please report "
+            "it with the output of the same command run with --debug.",
+            err=True,
+        )
+        return 4
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

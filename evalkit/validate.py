@@ -1,0 +1,183 @@
+"""Whole-suite checks that need more than the schema: models, templates, endpoints, ids.
+
+Every case's prompt and expected values are rendered here, so a missing variable or a bad
+regex is found before anything is sent. Problems are collected, not raised one by one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pydantic_core import PydanticCustomError
+
+from evalkit.checkspec import Check, JudgeArg, compile_regex
+from evalkit.errors import Problem
+from evalkit.locate import show_path
+from evalkit.plan import Unsendable, endpoint_for
+from evalkit.render import Rendered, Renderer, TemplateError
+from evalkit.suite import Case, ModelSpec, Suite
+from evalkit.targets import Target, UnknownModel, resolve
+
+_MAX_PROBLEMS = 100
+
+
+def check_suite(
+    suite: Suite,
+    models: list[ModelSpec] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> list[Problem]:
+    """Every problem in `suite` that loading could not see; [] when it is ready to run.
+
+    `models` replaces the suite's own list (the CLI's `--model`).
+    """
+    report = _Problems(suite)
+    if not suite.cases:
+        report.add(("cases",), "the suite has no cases")
+    _check_ids(suite, report)
+    targets = _resolve_models(suite, models, environ, report)
+    renderer = Renderer()
+    variants = suite.variant_prompts()
+    sendable: set[tuple[str, str, bool, bool]] = set()
+    for index, case in enumerate(suite.cases):
+        if report.full:
+            break
+        where = ("cases", index)
+        for variant_name, variant in variants.items():
+            try:
+                rendered = renderer.prompt(suite, variant, case)
+            except TemplateError as exc:
+                what = f"case '{case.key}': {_in_variant(variant_name)}{exc.field}: {exc.what}"
+                report.add(_template_spot(exc, case, where, variant_name), what)
+                continue
+            _check_endpoints(rendered, variant_name, targets, sendable, report)
+        path: tuple[str | int, ...]
+        for index_in_suite, check in enumerate(suite.checks):
+            path = ("checks", index_in_suite)
+            _check_check(renderer, check, case.vars, case.key, path, report)
+        for index_in_case, check in enumerate(case.expect):
+            path = (*where, "expect", index_in_case)
+            _check_check(renderer, check, case.vars, case.key, path, report)
+            _check_judge(check, suite, path, environ, report)
+    for index, check in enumerate(suite.checks):
+        _check_judge(check, suite, ("checks", index), environ, report)
+    return report.items
+
+
+class _Problems:
+    def __init__(self, suite: Suite) -> None:
+        self.suite = suite
+        self.items: list[Problem] = []
+        self._seen: set[tuple[str, int, str]] = set()
+
+    @property
+    def full(self) -> bool:
+        return len(self.items) >= _MAX_PROBLEMS
+
+    def add(self, path: tuple[str | int, ...], what: str) -> None:
+        file, line = self.suite.locator.line_of(path)
+        if (file, line, what) in self._seen or self.full:
+            return
+        self._seen.add((file, line, what))
+        self.items.append(Problem(file or self.suite.source, line, show_path(path), what))
+
+
+def _template_spot(
+    exc: TemplateError, case: Case, where: tuple[str | int, ...], variant: str
+) -> tuple[str | int, ...]:
+    """Where to point: the case's vars for a missing variable, else the broken template."""
+    if exc.undefined:
+        return (*where, "vars") if case.vars else where
+    if exc.path[:1] == ("suffix",):
+        return (*where, "suffix") if case.suffix is not None else ("suffix",)
+    if case.messages is not None or case.prompt is not None:
+        return (*where, *exc.path)
+    return ("variants", variant, *exc.path) if variant else exc.path
+
+
+def _in_variant(name: str) -> str:
+    return f"variant '{name}': " if name else ""
+
+
+def _check_ids(suite: Suite, report: _Problems) -> None:
+    first: dict[str, int] = {}
+    for index, case in enumerate(suite.cases):
+        if case.key in first:
+            file, line = suite.locator.line_of(("cases", first[case.key]))
+            report.add(
+                ("cases", index, "id"),
+                f"duplicate case id '{case.key}' (first at {file}:{line})",
+            )
+        else:
+            first[case.key] = index
+
+
+def _resolve_models(
+    suite: Suite,
+    models: list[ModelSpec] | None,
+    environ: Mapping[str, str] | None,
+    report: _Problems,
+) -> list[Target]:
+    targets = []
+    for index, spec in enumerate(models if models is not None else suite.models):
+        try:
+            targets.append(resolve(spec, suite.endpoints, environ))
+        except UnknownModel as exc:
+            report.add(("models", index) if models is None else (), str(exc))
+    return targets
+
+
+def _check_endpoints(
+    rendered: Rendered,
+    variant: str,
+    targets: list[Target],
+    seen: set[tuple[str, str, bool, bool]],
+    report: _Problems,
+) -> None:
+    """Each (model, variant, prompt shape) is checked and reported once, not once per case."""
+    for target in targets:
+        key = (target.id, variant, rendered.is_chat, rendered.suffix is not None)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            endpoint_for(rendered, target.info)
+        except Unsendable as exc:
+            field = (
+                "suffix" if rendered.suffix is not None else ("variants" if variant else "prompt")
+            )
+            path: tuple[str | int, ...] = (field, variant) if field == "variants" else (field,)
+            report.add(path, f"{_in_variant(variant)}{exc}")
+
+
+def _check_check(
+    renderer: Renderer,
+    check: Check,
+    variables: dict[str, object],
+    case_id: str,
+    path: tuple[str | int, ...],
+    report: _Problems,
+) -> None:
+    try:
+        rendered = renderer.check(check, dict(variables), (check.label,))
+        if rendered.kind == "regex":
+            compile_regex(rendered.arg)
+    except TemplateError as exc:
+        report.add(path, f"case '{case_id}': check {exc.field}: {exc.what}")
+    except PydanticCustomError as exc:
+        report.add(path, f"case '{case_id}': {exc.message()}")
+
+
+def _check_judge(
+    check: Check,
+    suite: Suite,
+    path: tuple[str | int, ...],
+    environ: Mapping[str, str] | None,
+    report: _Problems,
+) -> None:
+    if check.kind != "judge":
+        return
+    judge = JudgeArg.model_validate(check.arg)
+    try:
+        resolve(ModelSpec(id=judge.model), suite.endpoints, environ)
+    except ValueError as exc:  # UnknownModel, or a reference not written provider/model
+        report.add(path, f"judge: {exc}")
