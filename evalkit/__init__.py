@@ -1,17 +1,22 @@
 """evalkit: batch prompt evaluation and model comparison for OpenAI-compatible APIs."""
 
+from importlib.metadata import version as _version
+
 from evalkit.catalog import CATALOG, ModelInfo
 from evalkit.checkspec import Check
 from evalkit.errors import ConfigError, EvalkitError, InputError, Problem, RunError, SuiteError
+from evalkit.frame import COLUMNS, load_run
 from evalkit.load import load_suite
 from evalkit.render import Rendered, Renderer, TemplateError
+from evalkit.runner import RunResult, RunSettings, run_suite
 from evalkit.suite import Case, Endpoint, Message, ModelSpec, Params, Suite, Variant
 from evalkit.validate import check_suite
 
-__version__ = "0.1.0"
+__version__ = _version("evalkit")
 
 __all__ = [
     "CATALOG",
+    "COLUMNS",
     "Case",
     "Check",
     "ConfigError",
@@ -26,11 +31,15 @@ __all__ = [
     "Rendered",
     "Renderer",
     "RunError",
+    "RunResult",
+    "RunSettings",
     "Suite",
     "SuiteError",
     "TemplateError",
     "Variant",
     "__version__",
     "check_suite",
+    "load_run",
     "load_suite",
+    "run_suite",
 ]

@@ -12,6 +12,7 @@ import typer
 from evalkit.catalog import CATALOG
 from evalkit.errors import EvalkitError, SuiteError
 from evalkit.load import load_suite
+from evalkit.runner import RunSettings, run_suite
 from evalkit.suite import ModelSpec
 from evalkit.validate import check_suite
 
@@ -63,6 +64,64 @@ def validate(
         )
     if problems:
         raise SuiteError(problems)
+
+
+@app.command()
+def run(
+    suites: Annotated[list[Path], typer.Argument(help="Suite files (YAML or JSONL).")],
+    model: ModelOption = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option("--jobs", "-j", min=1, help="Requests in flight per model (default 16)."),
+    ] = None,
+    samples: Annotated[
+        int | None, typer.Option("--samples", min=1, help="Samples per case (overrides the suite).")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="Root folder of run directories.")] = Path(
+        "reports/runs"
+    ),
+    max_error_rate: Annotated[
+        float,
+        typer.Option("--max-error-rate", min=0, max=1, help="Fail the run (exit 3) above this."),
+    ] = 0.02,
+    max_retries: Annotated[
+        int, typer.Option("--max-retries", min=1, help="Attempts per request for 429/5xx/timeouts.")
+    ] = 8,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.1, help="Seconds to wait for one response.")
+    ] = 120.0,
+    progress: Annotated[
+        bool | None,
+        typer.Option(
+            "--progress/--no-progress", help="Live progress bar (default: on a terminal)."
+        ),
+    ] = None,
+) -> None:
+    """Send every case to every model; write a run directory (manifest, journal, results)."""
+    worst = 0
+    for path in suites:
+        suite = load_suite(path)
+        settings = RunSettings(
+            models=model,
+            concurrency=jobs,
+            samples=samples,
+            out=out,
+            max_retries=max_retries,
+            max_error_rate=max_error_rate,
+            timeout_s=timeout,
+            progress=progress,
+        )
+        result = run_suite(suite, settings)
+        for label, stats in result.per_model.items():
+            typer.echo(
+                f"{label}: {stats['requests']} requests, {stats['errors']} errors, "
+                f"${stats['cost_usd']:.4f}"
+            )
+        if result.reason:
+            typer.echo(f"run {result.status}: {result.reason}", err=True)
+        worst = max(worst, result.exit_code)
+    if worst:
+        raise typer.Exit(worst)
 
 
 @app.command()

@@ -1,22 +1,56 @@
-"""From a rendered prompt and a model to the request that will be sent.
+"""From suite × model to requests: the cross product, the wire body, a stable key for each.
 
 The endpoint follows the model: a string prompt sent to a chat model becomes one user
 message, so one suite compares `gpt-3.5-turbo-instruct` with `gpt-3.5-turbo`; a message list
 sent to a completions-only model, or a `suffix` sent to a chat model, cannot be sent.
+Requests are produced lazily, so a 100,000-case suite never sits in memory as requests.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from evalkit.catalog import ModelInfo
-from evalkit.render import Rendered
+from evalkit.render import Rendered, Renderer
+from evalkit.suite import Case, Params, Suite, Variant
+from evalkit.targets import Target
 
 Endpoint = Literal["chat", "completions"]
 
+_COMPLETIONS_ONLY = ("echo", "best_of", "suffix")
+_CHAT_ONLY = ("top_logprobs", "response_format")
+
 
 class Unsendable(ValueError):
-    """A prompt this model's endpoint cannot take; the message says why and what to do."""
+    """A prompt or parameter this model's endpoint cannot take; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One HTTP request to send (or to find in the cache or journal)."""
+
+    key: str
+    case: Case
+    variant: str
+    target: Target
+    sample: int
+    endpoint: Endpoint
+    body: dict[str, Any]
+
+    @property
+    def max_tokens(self) -> int | None:
+        value = self.body.get("max_tokens")
+        return value if isinstance(value, int) else None
+
+    @property
+    def choices(self) -> int:
+        """How many records this request yields (`n`)."""
+        n = self.body.get("n", 1)
+        return n if isinstance(n, int) else 1
 
 
 def endpoint_for(rendered: Rendered, info: ModelInfo) -> Endpoint:
@@ -38,3 +72,79 @@ def endpoint_for(rendered: Rendered, info: ModelInfo) -> Endpoint:
             )
         return "chat"
     return "chat" if info.kind == "chat" else "completions"
+
+
+def build_body(
+    endpoint: Endpoint, model: str, rendered: Rendered, params: Params
+) -> dict[str, Any]:
+    """The JSON body for `endpoint`, following the official API description."""
+    values = params.set_values()
+    if endpoint == "chat":
+        wrong = [name for name in _COMPLETIONS_ONLY if name in values]
+        if wrong:
+            raise Unsendable(f"{', '.join(wrong)} only exist(s) on the completions endpoint")
+        messages = (
+            rendered.message_dicts()
+            if rendered.is_chat
+            else [{"role": "user", "content": rendered.prompt or ""}]
+        )
+        body: dict[str, Any] = {"model": model, "messages": messages}
+        logprobs = values.pop("logprobs", None)
+        if logprobs is not None and logprobs is not False:
+            body["logprobs"] = True
+            if not isinstance(logprobs, bool) and "top_logprobs" not in values:
+                body["top_logprobs"] = logprobs
+    else:
+        wrong = [name for name in _CHAT_ONLY if name in values]
+        if wrong:
+            raise Unsendable(f"{', '.join(wrong)} only exist(s) on the chat endpoint")
+        body = {"model": model, "prompt": rendered.prompt or ""}
+        if rendered.suffix is not None:
+            body["suffix"] = rendered.suffix
+        logprobs = values.pop("logprobs", None)
+        if logprobs is not None and logprobs is not False:
+            body["logprobs"] = 1 if logprobs is True else logprobs
+    body.update(values)
+    if body.get("stream"):
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def request_key(base_url: str, body: dict[str, Any], sample: int) -> str:
+    """Hash of (endpoint URL, full body, sample index): the same request, the same key.
+
+    The model is part of the body; the sample index keeps sampled repeats apart.
+    """
+    canonical = json.dumps([base_url, body, sample], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def layered_params(suite: Suite, target: Target, variant: Variant | None, case: Case) -> Params:
+    """Suite params < model/endpoint params < variant params < case params."""
+    params = target.params.over(suite.params)
+    if variant is not None and variant.params is not None:
+        params = variant.params.over(params)
+    return case.params.over(params) if case.params is not None else params
+
+
+def count_requests(suite: Suite, samples: int | None = None) -> int:
+    """Requests per model: cases × variants × samples."""
+    return len(suite.cases) * len(suite.variant_prompts()) * (samples or suite.samples)
+
+
+def plan(
+    suite: Suite, target: Target, samples: int | None = None, renderer: Renderer | None = None
+) -> Iterator[Request]:
+    """Every request for `target`, case by case, lazily."""
+    renderer = renderer or Renderer()
+    variants = suite.variant_prompts()
+    url = target.base_url
+    for case in suite.cases:
+        for name, variant in variants.items():
+            rendered = renderer.prompt(suite, variant, case)
+            endpoint = endpoint_for(rendered, target.info)
+            params = layered_params(suite, target, variant, case)
+            body = build_body(endpoint, target.model, rendered, params)
+            for sample in range(samples or suite.samples):
+                key = request_key(f"{url}/{endpoint}", body, sample)
+                yield Request(key, case, name, target, sample, endpoint, body)

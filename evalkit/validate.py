@@ -13,9 +13,9 @@ from pydantic_core import PydanticCustomError
 from evalkit.checkspec import Check, JudgeArg, compile_regex
 from evalkit.errors import Problem
 from evalkit.locate import show_path
-from evalkit.plan import Unsendable, endpoint_for
+from evalkit.plan import Unsendable, build_body, endpoint_for, layered_params
 from evalkit.render import Rendered, Renderer, TemplateError
-from evalkit.suite import Case, ModelSpec, Suite
+from evalkit.suite import Case, ModelSpec, Suite, Variant
 from evalkit.targets import Target, UnknownModel, resolve
 
 _MAX_PROBLEMS = 100
@@ -37,7 +37,7 @@ def check_suite(
     targets = _resolve_models(suite, models, environ, report)
     renderer = Renderer()
     variants = suite.variant_prompts()
-    sendable: set[tuple[str, str, bool, bool]] = set()
+    sendable: set[tuple[object, ...]] = set()
     for index, case in enumerate(suite.cases):
         if report.full:
             break
@@ -49,7 +49,9 @@ def check_suite(
                 what = f"case '{case.key}': {_in_variant(variant_name)}{exc.field}: {exc.what}"
                 report.add(_template_spot(exc, case, where, variant_name), what)
                 continue
-            _check_endpoints(rendered, variant_name, targets, sendable, report)
+            _check_endpoints(
+                suite, case, (variant_name, variant), rendered, targets, sendable, report
+            )
         path: tuple[str | int, ...]
         for index_in_suite, check in enumerate(suite.checks):
             path = ("checks", index_in_suite)
@@ -127,26 +129,42 @@ def _resolve_models(
 
 
 def _check_endpoints(
+    suite: Suite,
+    case: Case,
+    variant: tuple[str, Variant | None],
     rendered: Rendered,
-    variant: str,
     targets: list[Target],
-    seen: set[tuple[str, str, bool, bool]],
+    seen: set[tuple[object, ...]],
     report: _Problems,
 ) -> None:
-    """Each (model, variant, prompt shape) is checked and reported once, not once per case."""
+    """Each (model, variant, prompt shape, params) is checked and reported once."""
+    name, spec = variant
     for target in targets:
-        key = (target.id, variant, rendered.is_chat, rendered.suffix is not None)
+        params = layered_params(suite, target, spec, case)
+        key = (
+            target.id,
+            name,
+            rendered.is_chat,
+            rendered.suffix is not None,
+            tuple(params.set_values()),
+        )
         if key in seen:
             continue
         seen.add(key)
+        path: tuple[str | int, ...] = ("prompt",)
+        if rendered.suffix is not None:
+            path = ("suffix",)
+        elif name:
+            path = ("variants", name)
         try:
-            endpoint_for(rendered, target.info)
+            endpoint = endpoint_for(rendered, target.info)
         except Unsendable as exc:
-            field = (
-                "suffix" if rendered.suffix is not None else ("variants" if variant else "prompt")
-            )
-            path: tuple[str | int, ...] = (field, variant) if field == "variants" else (field,)
-            report.add(path, f"{_in_variant(variant)}{exc}")
+            report.add(path, f"{_in_variant(name)}{exc}")
+            continue
+        try:
+            build_body(endpoint, target.model, rendered, params)
+        except Unsendable as exc:
+            report.add(("params",), f"{target.id}: {exc}")
 
 
 def _check_check(

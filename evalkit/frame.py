@@ -1,0 +1,145 @@
+"""Records → one pandas DataFrame, one row per sample, built in one place from declared columns.
+
+A journal entry is one request; a request with `n` choices becomes `n` rows whose tokens and
+cost are split evenly, so sums over rows equal what was paid.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from evalkit.store import RESULTS, read_journal, read_manifest
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# name -> (pandas dtype, meaning); the order is the DataFrame's column order
+COLUMNS: dict[str, tuple[str, str]] = {
+    "run_id": ("string", "the run this row belongs to"),
+    "suite": ("string", "suite name"),
+    "case_id": ("string", "case id"),
+    "variant": ("string", "prompt variant ('' when the suite has one prompt)"),
+    "model": ("string", "model label as reports show it"),
+    "model_id": ("string", "provider/model"),
+    "endpoint": ("string", "chat or completions"),
+    "sample": ("Int64", "sample index within the case (request sample × n + choice)"),
+    "request_key": ("string", "stable hash of (URL, body, sample): the cache and journal key"),
+    "vars": ("string", "the case's variables, JSON"),
+    "prompt": ("string", "rendered prompt text, or the messages as JSON"),
+    "suffix": ("string", "rendered suffix (insert mode)"),
+    "output": ("string", "the model's text"),
+    "finish_reason": ("string", "stop, length, content_filter, tool_calls, ..."),
+    "prompt_tokens": ("Int64", "prompt tokens billed (split across n choices)"),
+    "completion_tokens": ("Int64", "completion tokens billed (split across n choices)"),
+    "total_tokens": ("Int64", "prompt + completion tokens"),
+    "cost_usd": ("float64", "dollars, from the catalogue's prices"),
+    "latency_s": ("float64", "request latency, seconds (last attempt)"),
+    "ttft_s": ("float64", "time to first token when streamed, seconds"),
+    "attempts": ("Int64", "HTTP attempts made (1 = no retry)"),
+    "cached": ("boolean", "answered from the cache, at no cost"),
+    "error_type": ("string", "short error word when the request failed"),
+    "error": ("string", "error message when the request failed"),
+    "seed": ("Int64", "seed sent, if any"),
+    "system_fingerprint": ("string", "backend fingerprint the server reported"),
+    "logprobs": ("string", "token logprobs as returned, JSON"),
+    "started_at": ("datetime64[ns, UTC]", "when the request was first sent"),
+    "max_tokens": ("Int64", "max_tokens sent"),
+    "params": ("string", "request parameters sent, JSON"),
+    "selected": ("boolean", "the sample kept by the suite's select policy"),
+}
+
+
+def rows(entry: dict[str, Any], run_id: str, suite: str) -> list[dict[str, Any]]:
+    """The DataFrame rows of one journal entry."""
+    n = max(1, int(entry.get("n") or 1))
+    choices = entry.get("choices") or [{"index": i} for i in range(n)]
+    count = len(choices)
+    prompt = entry.get("prompt")
+    base = {
+        "run_id": run_id,
+        "suite": suite,
+        "case_id": entry.get("case_id"),
+        "variant": entry.get("variant", ""),
+        "model": entry.get("model"),
+        "model_id": entry.get("model_id"),
+        "endpoint": entry.get("endpoint"),
+        "request_key": entry.get("key"),
+        "vars": _json(entry.get("vars")),
+        "prompt": prompt if isinstance(prompt, str) else _json(prompt),
+        "suffix": entry.get("suffix"),
+        "latency_s": entry.get("latency_s"),
+        "ttft_s": entry.get("ttft_s"),
+        "attempts": entry.get("attempts"),
+        "cached": bool(entry.get("cached", False)),
+        "error_type": entry.get("error_type"),
+        "error": entry.get("error"),
+        "seed": entry.get("seed"),
+        "system_fingerprint": entry.get("system_fingerprint"),
+        "started_at": entry.get("started_at"),
+        "max_tokens": entry.get("max_tokens"),
+        "params": _json(entry.get("params")),
+    }
+    prompt_tokens = _split(entry.get("prompt_tokens"), count)
+    completion_tokens = _split(entry.get("completion_tokens"), count)
+    cost = entry.get("cost_usd")
+    out = []
+    for position, choice in enumerate(choices):
+        p, c = prompt_tokens[position], completion_tokens[position]
+        out.append(
+            {
+                **base,
+                "sample": int(entry.get("sample", 0)) * n + int(choice.get("index", position)),
+                "output": choice.get("text"),
+                "finish_reason": choice.get("finish_reason"),
+                "prompt_tokens": p,
+                "completion_tokens": c,
+                "total_tokens": None if p is None and c is None else (p or 0) + (c or 0),
+                "cost_usd": None if cost is None else cost / count,
+                "logprobs": _json(choice.get("logprobs")),
+                "selected": choice.get("selected", True),
+            }
+        )
+    return out
+
+
+def to_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """The typed DataFrame of `records` (rows as produced by `rows`)."""
+    import pandas as pd
+
+    frame = pd.DataFrame.from_records(list(records), columns=list(COLUMNS))
+    frame["started_at"] = pd.to_datetime(frame["started_at"], utc=True, format="ISO8601")
+    return frame.astype(
+        {name: dtype for name, (dtype, _) in COLUMNS.items() if name != "started_at"}
+    )
+
+
+def load_run(path: str | Path) -> pd.DataFrame:
+    """The DataFrame of a run directory: one row per sample, typed columns (see COLUMNS)."""
+    import pandas as pd
+
+    run_dir = Path(path)
+    manifest = read_manifest(run_dir)
+    results = run_dir / RESULTS
+    if results.exists() and manifest.get("status") != "running":
+        return pd.read_parquet(results)
+    return frame_of_journal(run_dir, manifest)
+
+
+def frame_of_journal(run_dir: Path, manifest: dict[str, Any] | None = None) -> pd.DataFrame:
+    manifest = manifest or read_manifest(run_dir)
+    run_id, suite = str(manifest.get("run_id", "")), str(manifest.get("suite", {}).get("name", ""))
+    return to_frame(r for entry in read_journal(run_dir) for r in rows(entry, run_id, suite))
+
+
+def _split(total: Any, parts: int) -> list[int | None]:
+    if not isinstance(total, int):
+        return [None] * parts
+    share, extra = divmod(total, parts)
+    return [share + (1 if i < extra else 0) for i in range(parts)]
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False)

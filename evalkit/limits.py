@@ -1,0 +1,98 @@
+"""Per-model pacing: requests in flight, requests and tokens per minute, back-off on 429.
+
+Concurrency is additive-increase / multiplicative-decrease: a 429 halves the number of
+requests allowed in flight and pauses the whole model for the time the server asked; each
+run of successes as long as the current limit grows it by one, back to the configured cap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+
+class _Bucket:
+    """A token bucket refilled continuously at `per_minute`."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.capacity = float(per_minute)
+        self.level = float(per_minute)
+        self.rate = per_minute / 60.0
+        self.stamp = time.monotonic()
+
+    def wait_for(self, amount: float) -> float:
+        """Seconds until `amount` is available (0 when it is now)."""
+        now = time.monotonic()
+        self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
+        self.stamp = now
+        amount = min(amount, self.capacity)  # a request larger than a minute's budget still goes
+        return 0.0 if self.level >= amount else (amount - self.level) / self.rate
+
+    def take(self, amount: float) -> None:
+        self.level -= min(amount, self.capacity)
+
+
+class ModelLimits:
+    """The gate every request to one model passes before it is sent."""
+
+    def __init__(self, concurrency: int, rpm: int | None = None, tpm: int | None = None) -> None:
+        self.cap = concurrency
+        self.limit = concurrency
+        self.in_flight = 0
+        self.paused_until = 0.0
+        self.rate_limited = 0  # 429s seen, for the progress line and the manifest
+        self._successes = 0
+        self._rpm = _Bucket(rpm) if rpm else None
+        self._tpm = _Bucket(tpm) if tpm else None
+        self._changed = asyncio.Condition()
+
+    async def acquire(self, tokens: int) -> None:
+        """Wait for a slot, the end of any pause, and room in the per-minute budgets."""
+        async with self._changed:
+            while True:
+                pause = self.paused_until - time.monotonic()
+                if pause > 0:
+                    await _sleep_released(self._changed, pause)
+                    continue
+                if self.in_flight >= self.limit:
+                    await self._changed.wait()
+                    continue
+                wait = max(
+                    self._rpm.wait_for(1) if self._rpm else 0.0,
+                    self._tpm.wait_for(tokens) if self._tpm else 0.0,
+                )
+                if wait > 0:
+                    await _sleep_released(self._changed, wait)
+                    continue
+                if self._rpm:
+                    self._rpm.take(1)
+                if self._tpm:
+                    self._tpm.take(tokens)
+                self.in_flight += 1
+                return
+
+    async def release(self, rate_limited_for: float | None = None, ok: bool = True) -> None:
+        """Give the slot back; after a 429, shrink and pause (`rate_limited_for` seconds)."""
+        async with self._changed:
+            self.in_flight -= 1
+            if rate_limited_for is not None:
+                self.rate_limited += 1
+                self.limit = max(1, self.limit // 2)
+                self._successes = 0
+                until = time.monotonic() + rate_limited_for
+                self.paused_until = max(self.paused_until, until)
+            elif ok and self.limit < self.cap:
+                self._successes += 1
+                if self._successes >= self.limit:
+                    self.limit += 1
+                    self._successes = 0
+            self._changed.notify_all()
+
+
+async def _sleep_released(condition: asyncio.Condition, seconds: float) -> None:
+    """Sleep without holding the condition's lock, so releases can still happen."""
+    condition.release()
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        await condition.acquire()

@@ -1,0 +1,67 @@
+"""The seam to model servers: one protocol, one method that sends a request.
+
+    Provider.complete(request) -> Completion   or raises ProviderError
+
+`openai.py` speaks to any OpenAI-compatible HTTP server; the embedded local model arrives
+with its own module behind the same protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from evalkit.plan import Request
+
+
+@dataclass(slots=True)
+class Choice:
+    """One generated answer; a request with `n` > 1 has several."""
+
+    index: int
+    text: str
+    finish_reason: str | None
+    logprobs: Any = None
+
+
+@dataclass(slots=True)
+class Completion:
+    """What a server answered to one request."""
+
+    choices: list[Choice]
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    system_fingerprint: str | None = None
+    latency_s: float = 0.0
+    ttft_s: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ProviderError(Exception):
+    """A request that failed; `retryable` says whether sending it again may help.
+
+    `error_type` is a short stable word for reports (rate_limit, server_error, timeout,
+    connection, bad_request, auth, not_found, bad_response, insufficient_quota, ...).
+    """
+
+    def __init__(
+        self,
+        error_type: str,
+        message: str,
+        *,
+        retryable: bool = False,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+        self.retryable = retryable
+        self.status = status
+        self.retry_after = retry_after
+
+
+class Provider(Protocol):
+    """Sends one request and returns what the model answered."""
+
+    async def complete(self, request: Request) -> Completion: ...

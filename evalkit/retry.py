@@ -1,0 +1,100 @@
+"""What is retried, and how long to wait: the server's hint first, else exponential + jitter.
+
+Retried: 429 (not `insufficient_quota`), 500/502/503/504, timeouts, dropped connections,
+truncated or garbled responses. Not retried: other 4xx. Each wait is capped at 60 s.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import time
+from collections.abc import Mapping
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from evalkit.providers import ProviderError
+
+MAX_WAIT_S = 60.0
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds in an OpenAI reset header: '1s', '6m0s', '20ms', '1h2m3.5s', or a bare '0.5'."""
+    text = text.strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    return sum(float(n) * _UNIT_S[u] for n, u in parts)
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """How long the server asked us to wait, in seconds, or None if it did not say.
+
+    `retry-after-ms` is the most precise, then `retry-after` (seconds or an HTTP date), then
+    the later of `x-ratelimit-reset-requests` / `-tokens`.
+    """
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    after = headers.get("retry-after")
+    if after is not None:
+        seconds = parse_duration(after)
+        if seconds is not None:
+            return seconds
+        try:
+            when = email.utils.parsedate_to_datetime(after)
+            return max(0.0, when.timestamp() - time.time())
+        except (TypeError, ValueError):
+            pass
+    resets = [
+        parse_duration(headers[name])
+        for name in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")
+        if name in headers
+    ]
+    known = [r for r in resets if r is not None]
+    return max(known) if known else None
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    return isinstance(exc, ProviderError) and exc.retryable
+
+
+class _ServerHintOrBackoff:
+    """Wait what the server asked (capped), else exponential back-off with jitter."""
+
+    def __init__(self, initial_s: float) -> None:
+        self._backoff = wait_exponential_jitter(initial=initial_s, max=MAX_WAIT_S, jitter=initial_s)
+
+    def __call__(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        hint = exc.retry_after if isinstance(exc, ProviderError) else None
+        if hint is not None:
+            return min(hint, MAX_WAIT_S)
+        return float(self._backoff(state))
+
+
+def policy(max_attempts: int, initial_wait_s: float = 0.5) -> AsyncRetrying:
+    """A fresh retry loop for one request: `async for attempt in policy(...): with attempt:`."""
+    return AsyncRetrying(
+        stop=stop_after_attempt(max(1, max_attempts)),
+        wait=_ServerHintOrBackoff(initial_wait_s),
+        retry=retry_if_exception(_is_retryable),
+        reraise=True,
+    )

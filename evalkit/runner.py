@@ -1,0 +1,361 @@
+"""The run: plan → limits → provider (with retries) → journal, for every model at once.
+
+Each model gets as many workers as it may have requests in flight; workers pull requests
+from that model's lazy plan, so memory stays flat however large the suite. A request that
+finally fails is journaled as an error record and the run goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from evalkit.errors import ConfigError, RunError, SuiteError
+from evalkit.frame import frame_of_journal
+from evalkit.limits import ModelLimits
+from evalkit.plan import Request, count_requests, plan
+from evalkit.progress import Progress
+from evalkit.providers import Completion, Provider, ProviderError
+from evalkit.providers.openai import OpenAIProvider, make_client
+from evalkit.render import Renderer
+from evalkit.retry import policy
+from evalkit.store import RESULTS, RunDir, file_sha256, new_run_id, now_iso
+from evalkit.suite import ModelSpec, Suite
+from evalkit.targets import Target, resolve
+from evalkit.validate import check_suite
+
+# errors that will fail every request to the model: stop sending to it after the first
+_FATAL_FOR_MODEL = frozenset({"auth", "not_found", "insufficient_quota"})
+_WIRE_KEYS = frozenset({"model", "messages", "prompt", "suffix"})
+
+
+@dataclass
+class RunSettings:
+    """What `evalkit run` was asked to do, beyond the suite itself."""
+
+    models: list[str] | None = None  # replaces the suite's models
+    concurrency: int | None = None  # -j: requests in flight per model
+    samples: int | None = None
+    out: Path = Path("reports/runs")
+    max_retries: int = 8
+    max_error_rate: float = 0.02
+    timeout_s: float = 120.0
+    retry_initial_s: float = 0.5
+    progress: bool | None = None  # None: a live bar on a terminal, plain lines otherwise
+    environ: Mapping[str, str] | None = None
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    status: str  # complete, failed, interrupted
+    requests: int
+    errors: int
+    reason: str | None = None
+    per_model: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.status == "complete" else 3
+
+
+def run_suite(suite: Suite, settings: RunSettings | None = None) -> RunResult:
+    """Send every request of `suite` and write a run directory (see store.py)."""
+    settings = settings or RunSettings()
+    env = os.environ if settings.environ is None else settings.environ
+    specs = [ModelSpec(id=m) for m in settings.models] if settings.models else suite.models
+    if not specs:
+        raise ConfigError("no models to run: give --model provider/model, or models: in the suite")
+    problems = check_suite(suite, specs if settings.models else None, env)
+    if problems:
+        raise SuiteError(problems)
+    targets = [_with_concurrency(resolve(s, suite.endpoints, env), s, settings) for s in specs]
+    keys = _api_keys(targets, env)
+    run = RunDir.create(
+        Path(settings.out), new_run_id(suite.name or "suite"), _manifest(suite, targets, settings)
+    )
+    print(f"run directory: {run.path}", flush=True)
+    return asyncio.run(_execute(suite, targets, keys, settings, run))
+
+
+def _with_concurrency(target: Target, spec: ModelSpec, settings: RunSettings) -> Target:
+    if settings.concurrency and not spec.concurrency:
+        return replace(target, concurrency=settings.concurrency)
+    return target
+
+
+def _api_keys(targets: list[Target], env: Mapping[str, str]) -> dict[str, str | None]:
+    """Each target's key, read now so a missing one fails before any request is sent."""
+    keys: dict[str, str | None] = {}
+    for target in targets:
+        if target.provider == "local":
+            raise ConfigError(
+                f"{target.id}: the embedded local provider is not available in this version"
+            )
+        name = target.api_key_env
+        if name is None:
+            keys[target.id] = None
+        elif env.get(name):
+            keys[target.id] = env[name]
+        else:
+            raise ConfigError(
+                f"{target.id} needs an API key: set the environment variable {name} "
+                "(evalkit reads keys only from the environment and never stores them)"
+            )
+    return keys
+
+
+def _manifest(suite: Suite, targets: list[Target], settings: RunSettings) -> dict[str, Any]:
+    return {
+        "evalkit_version": version("evalkit"),
+        "suite": {
+            "name": suite.name,
+            "path": suite.source,
+            "abspath": str(Path(suite.source).resolve()) if suite.source else None,
+            "sha256": file_sha256(suite.source) if suite.source else None,
+        },
+        "models": [
+            {
+                "id": t.id,
+                "label": t.label,
+                "base_url": t.base_url,
+                "api_key_env": t.api_key_env,  # the variable's name, never its value
+                "concurrency": t.concurrency,
+                "params": t.params.set_values(),
+            }
+            for t in targets
+        ],
+        "options": {
+            "models": settings.models,
+            "concurrency": settings.concurrency,
+            "samples": settings.samples,
+            "max_retries": settings.max_retries,
+            "max_error_rate": settings.max_error_rate,
+            "timeout_s": settings.timeout_s,
+        },
+        "params": suite.params.set_values(),
+        "planned": {t.label: count_requests(suite, settings.samples) for t in targets},
+    }
+
+
+class _Run:
+    """State shared by the workers of one run."""
+
+    def __init__(self, run: RunDir, settings: RunSettings, progress: Progress) -> None:
+        self.run = run
+        self.settings = settings
+        self.progress = progress
+        self.requests = 0
+        self.errors = 0
+        self.per_model: dict[str, dict[str, Any]] = {}
+        self.stopped_models: dict[str, str] = {}
+        self.failure: BaseException | None = None
+
+    async def worker(
+        self, target: Target, provider: Provider, limits: ModelLimits, requests: Iterator[Request]
+    ) -> None:
+        for request in requests:
+            if target.label in self.stopped_models or self.failure is not None:
+                return
+            entry = await self.send(request, provider, limits)
+            self.run.append(entry)
+            self.account(target, entry)
+
+    async def send(
+        self, request: Request, provider: Provider, limits: ModelLimits
+    ) -> dict[str, Any]:
+        started_at = now_iso()
+        attempts = 0
+        estimate = (
+            len(json.dumps(request.body)) // 4 + (request.max_tokens or 256) * request.choices
+        )
+        try:
+            async for attempt in policy(self.settings.max_retries, self.settings.retry_initial_s):
+                with attempt:
+                    attempts += 1
+                    await limits.acquire(estimate)
+                    pause: float | None = None
+                    ok = False
+                    try:
+                        completion = await provider.complete(request)
+                        ok = True
+                    except ProviderError as exc:
+                        if exc.error_type == "rate_limit":
+                            pause = exc.retry_after if exc.retry_after is not None else 1.0
+                        raise
+                    finally:
+                        await limits.release(pause, ok)
+        except ProviderError as exc:
+            return _entry(request, started_at, attempts, error=exc)
+        return _entry(request, started_at, attempts, completion=completion)
+
+    def account(self, target: Target, entry: dict[str, Any]) -> None:
+        self.requests += 1
+        error = entry.get("error_type") is not None
+        self.errors += error
+        stats = self.per_model.setdefault(
+            target.label, {"requests": 0, "errors": 0, "cost_usd": 0.0}
+        )
+        stats["requests"] += 1
+        stats["errors"] += error
+        cost = entry.get("cost_usd") or 0.0
+        stats["cost_usd"] += cost
+        tokens = (entry.get("prompt_tokens") or 0) + (entry.get("completion_tokens") or 0)
+        self.progress.record(target.label, tokens, cost, error, bool(entry.get("cached")))
+        if entry.get("error_type") in _FATAL_FOR_MODEL and target.label not in self.stopped_models:
+            self.stopped_models[target.label] = (
+                f"{target.label}: {entry['error']}; stopped sending to this model"
+            )
+
+
+def _entry(
+    request: Request,
+    started_at: str,
+    attempts: int,
+    completion: Completion | None = None,
+    error: ProviderError | None = None,
+) -> dict[str, Any]:
+    """The journal line of one finished request."""
+    target = request.target
+    body = request.body
+    entry: dict[str, Any] = {
+        "key": request.key,
+        "case_id": request.case.key,
+        "variant": request.variant,
+        "model": target.label,
+        "model_id": target.id,
+        "endpoint": request.endpoint,
+        "sample": request.sample,
+        "n": request.choices,
+        "vars": request.case.vars,
+        "prompt": body.get("messages") if request.endpoint == "chat" else body.get("prompt"),
+        "suffix": body.get("suffix"),
+        "params": {k: v for k, v in body.items() if k not in _WIRE_KEYS},
+        "max_tokens": request.max_tokens,
+        "seed": body.get("seed"),
+        "started_at": started_at,
+        "attempts": attempts,
+        "cached": False,
+    }
+    if error is not None:
+        entry.update(error_type=error.error_type, error=error.message, status=error.status)
+        return entry
+    assert completion is not None
+    pt, ct = completion.prompt_tokens, completion.completion_tokens
+    entry.update(
+        latency_s=completion.latency_s,
+        ttft_s=completion.ttft_s,
+        prompt_tokens=pt,
+        completion_tokens=ct,
+        cost_usd=None if pt is None and ct is None else target.info.cost(pt or 0, ct or 0),
+        system_fingerprint=completion.system_fingerprint,
+        choices=[
+            {
+                "index": c.index,
+                "text": c.text,
+                "finish_reason": c.finish_reason,
+                "logprobs": c.logprobs,
+            }
+            for c in completion.choices
+        ],
+    )
+    return entry
+
+
+async def _execute(
+    suite: Suite,
+    targets: list[Target],
+    keys: dict[str, str | None],
+    settings: RunSettings,
+    run: RunDir,
+) -> RunResult:
+    totals = {t.label: count_requests(suite, settings.samples) for t in targets}
+    live = settings.progress if settings.progress is not None else _is_terminal()
+    progress = Progress(totals, live)
+    state = _Run(run, settings, progress)
+    client = make_client(sum(t.concurrency for t in targets) + 4, settings.timeout_s)
+    renderer = Renderer()
+    run.open_journal()
+    workers: list[asyncio.Task[None]] = []
+    for target in targets:
+        provider = OpenAIProvider(client, target.base_url, keys[target.id])
+        limits = ModelLimits(target.concurrency, target.rpm, target.tpm)
+        requests = plan(suite, target, settings.samples, renderer)
+        workers += [
+            asyncio.create_task(state.worker(target, provider, limits, requests))
+            for _ in range(target.concurrency)
+        ]
+    drawing = asyncio.create_task(progress.draw_until_cancelled())
+    interrupted = False
+    loop = asyncio.get_running_loop()
+
+    def on_interrupt() -> None:
+        nonlocal interrupted
+        interrupted = True
+        for task in workers:
+            task.cancel()
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGINT, on_interrupt)
+        loop.add_signal_handler(signal.SIGTERM, on_interrupt)
+    try:
+        results = await asyncio.gather(*workers, return_exceptions=True)
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGINT)
+            loop.remove_signal_handler(signal.SIGTERM)
+        drawing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await drawing
+        await client.aclose()
+    failures = [
+        r
+        for r in results
+        if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError)
+    ]
+    return _finish(suite, settings, run, state, interrupted, failures)
+
+
+def _finish(
+    suite: Suite,
+    settings: RunSettings,
+    run: RunDir,
+    state: _Run,
+    interrupted: bool,
+    failures: list[BaseException],
+) -> RunResult:
+    planned = sum(run.manifest["planned"].values())
+    rate = state.errors / state.requests if state.requests else 0.0
+    status, reason = "complete", None
+    if failures:
+        status, reason = "failed", f"{type(failures[0]).__name__}: {failures[0]}"
+    elif interrupted:
+        status, reason = "interrupted", "interrupted by a signal; finished requests are kept"
+    elif state.stopped_models:
+        status, reason = "failed", "; ".join(state.stopped_models.values())
+    elif rate > settings.max_error_rate:
+        status = "failed"
+        reason = (
+            f"error rate {rate:.1%} ({state.errors} of {state.requests} requests) is above "
+            f"--max-error-rate {settings.max_error_rate:.1%}"
+        )
+    counts = {"planned": planned, "requests": state.requests, "errors": state.errors}
+    run.finish(status, reason=reason, counts=counts, per_model=state.per_model)
+    frame = frame_of_journal(run.path, run.manifest)
+    frame.to_parquet(run.path / RESULTS, index=False)
+    if failures and isinstance(failures[0], RunError):
+        raise failures[0]
+    return RunResult(run.path, status, state.requests, state.errors, reason, state.per_model)
+
+
+def _is_terminal() -> bool:
+    return sys.stderr.isatty() and not os.environ.get("CI")
