@@ -99,7 +99,7 @@ class Check(BaseModel):
     @property
     def label(self) -> str:
         """The check's column name: its `name`, else its kind (prefixed `not_` if negated)."""
-        return self.name or (f"not_{self.kind}" if self.negate else self.kind)
+        return self.name or (f"not.{self.kind}" if self.negate else self.kind)
 
     @model_validator(mode="before")
     @classmethod
@@ -137,7 +137,7 @@ def _validated_arg(kind: str, arg: Any) -> Any:
         value = _ADAPTERS[kind].validate_python(arg)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"] if not str(p)[:1].isupper())
+        where = ".".join(str(p) for p in first["loc"] if _is_field(p))
         raise PydanticCustomError(
             "check_arg",
             "{kind}: {msg}",
@@ -152,6 +152,16 @@ def _validated_arg(kind: str, arg: Any) -> Any:
     if kind == "json_schema":
         _check_schema(value)
     return value.model_dump() if isinstance(value, BaseModel) else value
+
+
+def _is_field(part: object) -> bool:
+    """True for a real key in a location; False for pydantic's union member tags."""
+    text = str(part)
+    return (
+        text.isidentifier()
+        and text not in {"str", "int", "float", "bool", "list", "dict"}
+        and not text[:1].isupper()
+    )
 
 
 def compile_regex(pattern: str) -> re.Pattern[str]:

@@ -111,9 +111,12 @@ def to_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
 
     frame = pd.DataFrame.from_records(list(records), columns=list(COLUMNS))
     frame["started_at"] = pd.to_datetime(frame["started_at"], utc=True, format="ISO8601")
-    return frame.astype(
-        {name: dtype for name, (dtype, _) in COLUMNS.items() if name != "started_at"}
-    )
+    return _typed(frame)
+
+
+def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+    """The declared dtypes, whatever pandas or Parquet inferred."""
+    return frame.astype({name: dtype for name, (dtype, _) in COLUMNS.items()})
 
 
 def load_run(path: str | Path) -> pd.DataFrame:
@@ -124,7 +127,7 @@ def load_run(path: str | Path) -> pd.DataFrame:
     manifest = read_manifest(run_dir)
     results = run_dir / RESULTS
     if results.exists() and manifest.get("status") != "running":
-        return pd.read_parquet(results)
+        return _typed(pd.read_parquet(results))
     return frame_of_journal(run_dir, manifest)
 
 

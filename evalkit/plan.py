@@ -56,6 +56,11 @@ class Request:
 def endpoint_for(rendered: Rendered, info: ModelInfo) -> Endpoint:
     """Which endpoint carries `rendered` to the model described by `info`."""
     if rendered.suffix is not None:
+        if rendered.is_chat:
+            raise Unsendable(
+                "a suffix (insert mode) goes with a string prompt on the completions endpoint, "
+                "not with chat messages"
+            )
         if info.kind == "chat":
             raise Unsendable(
                 f"insert mode (suffix) needs the completions endpoint, but {info.id} is a chat "

@@ -89,14 +89,17 @@ class Renderer:
         if suffix_source is not None:
             suffix = self.text(suffix_source, variables, ("suffix",))
         if case.messages is not None:
-            return Rendered(messages=self._messages(case.messages, variables, ("messages",)))
+            messages = self._messages(case.messages, variables, ("messages",))
+            return Rendered(messages=messages, suffix=suffix)
         if case.prompt is not None:
             return Rendered(prompt=self.text(case.prompt, variables, ("prompt",)), suffix=suffix)
         if variant is None:
             raise TemplateError("the suite has no prompt and the case gives none", ("prompt",))
         if isinstance(variant.prompt, str):
             return Rendered(prompt=self.text(variant.prompt, variables, ("prompt",)), suffix=suffix)
-        return Rendered(messages=self._messages(variant.prompt, variables, ("prompt",)))
+        return Rendered(
+            messages=self._messages(variant.prompt, variables, ("prompt",)), suffix=suffix
+        )
 
     def check(self, check: Check, variables: dict[str, Any], field: tuple[str | int, ...]) -> Check:
         """The check with its expected values rendered for this case."""

@@ -7,6 +7,7 @@ truncated or garbled responses. Not retried: other 4xx. Each wait is capped at 6
 from __future__ import annotations
 
 import email.utils
+import random
 import re
 import time
 from collections.abc import Mapping
@@ -16,7 +17,6 @@ from tenacity import (
     RetryCallState,
     retry_if_exception,
     stop_after_attempt,
-    wait_exponential_jitter,
 )
 
 from evalkit.providers import ProviderError
@@ -80,14 +80,15 @@ class _ServerHintOrBackoff:
     """Wait what the server asked (capped), else exponential back-off with jitter."""
 
     def __init__(self, initial_s: float) -> None:
-        self._backoff = wait_exponential_jitter(initial=initial_s, max=MAX_WAIT_S, jitter=initial_s)
+        self._initial_s = initial_s
 
     def __call__(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
         hint = exc.retry_after if isinstance(exc, ProviderError) else None
         if hint is not None:
-            return min(hint, MAX_WAIT_S)
-        return float(self._backoff(state))
+            return min(float(hint), MAX_WAIT_S)
+        exponential: float = self._initial_s * 2.0 ** (state.attempt_number - 1)
+        return min(MAX_WAIT_S, exponential + random.uniform(0.0, self._initial_s))
 
 
 def policy(max_attempts: int, initial_wait_s: float = 0.5) -> AsyncRetrying:

@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.fake_openai import FakeOpenAI
+
+TEST_KEY = "sk-test-0123456789abcdefSECRET"
+
 
 @pytest.fixture(autouse=True)
 def clean_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
@@ -31,3 +35,22 @@ def write(tmp_path: Path) -> Callable[[str, str], Path]:
         return path
 
     return _write
+
+
+@pytest.fixture(scope="session")
+def fake_server() -> Iterator[FakeOpenAI]:
+    """One loopback fake OpenAI server for the session (reset before each use)."""
+    with FakeOpenAI(latency_ms=0) as server:
+        yield server
+
+
+@pytest.fixture
+def openai(fake_server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAI]:
+    """The fake server, reset, with OPENAI_BASE_URL and OPENAI_API_KEY pointing at it."""
+    fake_server.reset()
+    fake_server.latency_ms = 0
+    fake_server.rate_429 = 0.0
+    fake_server.api_key = None
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_server.url)
+    monkeypatch.setenv("OPENAI_API_KEY", TEST_KEY)
+    yield fake_server

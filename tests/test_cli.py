@@ -7,6 +7,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.fake_openai import FakeOpenAI
+
 ROOT = Path(__file__).parent.parent
 Write = Callable[[str, str], Path]
 
@@ -71,3 +73,117 @@ def test_unknown_option_is_a_usage_error() -> None:
     result = evalkit("validate", "--no-such-flag", "x.yaml")
     assert result.returncode == 2
     assert "No such option" in result.stderr
+
+
+def _env(server_url: str, key: str | None = "sk-cli-test") -> dict[str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "EVALKIT_"))}
+    env["OPENAI_BASE_URL"] = server_url
+    if key:
+        env["OPENAI_API_KEY"] = key
+    return env
+
+
+RUN_SUITE = """
+models: [openai/gpt-3.5-turbo]
+prompt: [{role: user, content: "ANSWER: {{ a }}"}]
+cases:
+"""
+
+
+def _cases(count: int) -> str:
+    return "".join(f"  - {{id: c{i}, vars: {{a: answer{i}}}}}\n" for i in range(count))
+
+
+def test_run_prints_the_run_directory_and_exits_0(
+    openai: FakeOpenAI, write: Write, tmp_path: Path
+) -> None:
+    write("s.yaml", RUN_SUITE + _cases(5))
+    result = subprocess.run(
+        [sys.executable, "-m", "evalkit", "run", "s.yaml", "--out", "runs", "-j", "4"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=_env(openai.url),
+    )
+    assert result.returncode == 0, result.stderr
+    line = next(x for x in result.stdout.splitlines() if x.startswith("run directory: "))
+    run_dir = tmp_path / line.removeprefix("run directory: ")
+    assert (run_dir / "results.parquet").exists()
+    assert "openai/gpt-3.5-turbo: 5 requests, 0 errors" in result.stdout
+    assert "5/5 done" in result.stderr  # plain progress lines when not on a terminal
+
+
+def test_run_without_a_key_exits_2_before_sending(
+    openai: FakeOpenAI, write: Write, tmp_path: Path
+) -> None:
+    write("s.yaml", RUN_SUITE + _cases(2))
+    result = subprocess.run(
+        [sys.executable, "-m", "evalkit", "run", "s.yaml", "--out", "runs"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=_env(openai.url, key=None),
+    )
+    assert result.returncode == 2
+    assert "OPENAI_API_KEY" in result.stderr and openai.count() == 0
+
+
+def test_run_with_too_many_errors_exits_3(openai: FakeOpenAI, write: Write, tmp_path: Path) -> None:
+    openai.script([400] * 3)
+    write("s.yaml", RUN_SUITE + _cases(4))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "evalkit",
+            "run",
+            "s.yaml",
+            "--out",
+            "runs",
+            "-j",
+            "1",
+            "--max-error-rate",
+            "0.5",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=_env(openai.url),
+    )
+    assert result.returncode == 3
+    assert "error rate 75.0%" in result.stderr
+
+
+def test_interrupt_keeps_what_finished_and_exits_3(
+    openai: FakeOpenAI, write: Write, tmp_path: Path
+) -> None:
+    import json
+    import signal
+    import time
+
+    openai.latency_ms = 100
+    write("s.yaml", RUN_SUITE + _cases(200))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "evalkit", "run", "s.yaml", "--out", "runs", "-j", "2"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(openai.url),
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    run_dir = tmp_path / line.strip().removeprefix("run directory: ")
+    deadline = time.monotonic() + 30
+    while openai.count() < 6 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 3, err
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted"
+    journal = (run_dir / "journal.jsonl").read_text().splitlines()
+    assert 0 < len(journal) < 200
+    assert all(json.loads(x)["choices"] for x in journal)  # every kept line is whole

@@ -1,0 +1,70 @@
+"""The run directory: journal durability, torn lines, unreadable runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from evalkit import InputError, load_run
+from evalkit.store import SCHEMA_VERSION, RunDir, read_journal
+
+
+def _run(tmp_path: Path) -> RunDir:
+    run = RunDir.create(tmp_path, "r1", {"suite": {"name": "s"}})
+    run.open_journal()
+    return run
+
+
+def _entry(case: str) -> dict[str, object]:
+    return {
+        "key": case,
+        "case_id": case,
+        "variant": "",
+        "model": "m",
+        "sample": 0,
+        "choices": [{"index": 0, "text": "out", "finish_reason": "stop"}],
+        "started_at": "2026-01-01T00:00:00.000+00:00",
+    }
+
+
+def test_a_torn_last_line_is_ignored(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    run.append(_entry("a"))
+    run.append(_entry("b"))
+    run.close_journal()
+    with (run.path / "journal.jsonl").open("a") as journal:
+        journal.write('{"key": "c", "case_id": "c", "cho')  # the process died here
+    assert [e["case_id"] for e in read_journal(run.path)] == ["a", "b"]
+    frame = load_run(run.path)  # still "running": read from the journal
+    assert frame["case_id"].tolist() == ["a", "b"] and frame["output"].tolist() == ["out"] * 2
+
+
+def test_manifest_is_replaced_atomically_and_records_status(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    run.finish("interrupted", reason="signal")
+    manifest = json.loads((run.path / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted" and manifest["schema_version"] == SCHEMA_VERSION
+    assert not (run.path / "manifest.json.tmp").exists()
+
+
+def test_missing_and_foreign_directories_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no such run directory"):
+        load_run(tmp_path / "nope")
+    with pytest.raises(InputError, match="not a run directory"):
+        load_run(tmp_path)
+
+
+def test_a_run_from_a_newer_evalkit_is_refused(tmp_path: Path) -> None:
+    run = RunDir.create(tmp_path, "r1", {})
+    run.manifest["schema_version"] = SCHEMA_VERSION + 1
+    run.write_manifest()
+    with pytest.raises(InputError, match="newer evalkit"):
+        load_run(run.path)
+
+
+def test_an_existing_run_directory_is_never_overwritten(tmp_path: Path) -> None:
+    RunDir.create(tmp_path, "r1", {})
+    with pytest.raises(InputError, match="cannot create run directory"):
+        RunDir.create(tmp_path, "r1", {})
