@@ -9,7 +9,9 @@ from evalkit.frame import COLUMNS, load_run
 from evalkit.load import load_suite
 from evalkit.render import Rendered, Renderer, TemplateError
 from evalkit.runner import RunResult, RunSettings, run_suite
+from evalkit.sampling import pass_at_k, pass_hat_k, reduce_samples
 from evalkit.suite import Case, Endpoint, Message, ModelSpec, Params, Suite, Variant
+from evalkit.summary import summarize
 from evalkit.validate import check_suite
 
 __version__ = _version("evalkit")
@@ -41,5 +43,9 @@ __all__ = [
     "check_suite",
     "load_run",
     "load_suite",
+    "pass_at_k",
+    "pass_hat_k",
+    "reduce_samples",
     "run_suite",
+    "summarize",
 ]

@@ -136,7 +136,7 @@ def _validated_arg(kind: str, arg: Any) -> Any:
     try:
         value = _ADAPTERS[kind].validate_python(arg)
     except ValidationError as exc:
-        first = exc.errors()[0]
+        first = max(exc.errors(), key=lambda e: len(e["loc"]))  # the most specific union branch
         where = ".".join(str(p) for p in first["loc"] if _is_field(p))
         raise PydanticCustomError(
             "check_arg",

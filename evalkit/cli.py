@@ -5,15 +5,20 @@ from __future__ import annotations
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 from evalkit.catalog import CATALOG
 from evalkit.errors import EvalkitError, SuiteError
+from evalkit.frame import load_run
 from evalkit.load import load_suite
 from evalkit.runner import RunSettings, run_suite
 from evalkit.suite import ModelSpec
+from evalkit.summary import summarize
 from evalkit.validate import check_suite
 
 app = typer.Typer(
@@ -117,6 +122,9 @@ def run(
                 f"{label}: {stats['requests']} requests, {stats['errors']} errors, "
                 f"${stats['cost_usd']:.4f}"
             )
+        typer.echo(_summary_table(summarize(load_run(result.run_dir))))
+        if result.failed_samples:
+            typer.echo(f"{result.failed_samples} sample(s) failed their checks")
         if result.reason:
             typer.echo(f"run {result.status}: {result.reason}", err=True)
         worst = max(worst, result.exit_code)
@@ -149,6 +157,36 @@ def models() -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for row in rows:
         typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _summary_table(summary: pd.DataFrame) -> str:
+    """The run summary as aligned plain text (it goes to logs and CI output too)."""
+    header = ("model", "variant", "pass", "score", "stop", "length", "errors", "cost $", "p50 s")
+    rows = [header]
+    for r in summary.to_dict("records"):
+        rows.append(
+            (
+                str(r["model"]),
+                str(r["variant"]) or "-",
+                _fmt(r["pass_rate"], "{:.0%}"),
+                _fmt(r["mean_score"], "{:.2f}"),
+                _fmt(r["stop_rate"], "{:.0%}"),
+                _fmt(r["length_rate"], "{:.0%}"),
+                _fmt(r["error_rate"], "{:.0%}"),
+                _fmt(r["cost_usd"], "{:.4f}"),
+                _fmt(r["latency_p50_s"], "{:.2f}"),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def _fmt(value: object, pattern: str) -> str:
+    number = float(value) if isinstance(value, int | float) else float("nan")
+    return pattern.format(number) if number == number else "-"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,7 +49,12 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "max_tokens": ("Int64", "max_tokens sent"),
     "params": ("string", "request parameters sent, JSON"),
     "selected": ("boolean", "the sample kept by the suite's select policy"),
+    "passed": ("boolean", "every required check passed (False for a failed request)"),
+    "score": ("float64", "weighted mean of the check scores, 0..1"),
+    "check_reasons": ("string", "why each failed check failed, JSON {name: reason}"),
+    "judge_cost_usd": ("float64", "what the judge calls grading this sample cost"),
 }
+# plus, per check, `check.<name>` (boolean) and `check.<name>.score` (float64)
 
 
 def rows(entry: dict[str, Any], run_id: str, suite: str) -> list[dict[str, Any]]:
@@ -88,35 +93,69 @@ def rows(entry: dict[str, Any], run_id: str, suite: str) -> list[dict[str, Any]]
     out = []
     for position, choice in enumerate(choices):
         p, c = prompt_tokens[position], completion_tokens[position]
-        out.append(
-            {
-                **base,
-                "sample": int(entry.get("sample", 0)) * n + int(choice.get("index", position)),
-                "output": choice.get("text"),
-                "finish_reason": choice.get("finish_reason"),
-                "prompt_tokens": p,
-                "completion_tokens": c,
-                "total_tokens": None if p is None and c is None else (p or 0) + (c or 0),
-                "cost_usd": None if cost is None else cost / count,
-                "logprobs": _json(choice.get("logprobs")),
-                "selected": choice.get("selected", True),
-            }
-        )
+        row = {
+            **base,
+            "sample": int(entry.get("sample", 0)) * n + int(choice.get("index", position)),
+            "output": choice.get("text"),
+            "finish_reason": choice.get("finish_reason"),
+            "prompt_tokens": p,
+            "completion_tokens": c,
+            "total_tokens": None if p is None and c is None else (p or 0) + (c or 0),
+            "cost_usd": None if cost is None else cost / count,
+            "logprobs": _json(choice.get("logprobs")),
+            "selected": True,
+            "judge_cost_usd": 0.0,
+            "_meta": entry.get("check_meta") or {},
+            "_failed": entry.get("error_type") is not None,
+        }
+        for name, (passed, score, reason) in (choice.get("checks") or {}).items():
+            _set_check(row, name, passed, score, reason)
+        out.append(row)
     return out
+
+
+def _set_check(row: dict[str, Any], name: str, passed: bool, score: float, reason: str) -> None:
+    row[f"check.{name}"] = passed
+    row[f"check.{name}.score"] = score
+    if not passed:
+        row.setdefault("_reasons", {})[name] = reason
+
+
+def _finish_row(row: dict[str, Any]) -> None:
+    """`passed`, `score` and `check_reasons` from the row's check columns and their meta."""
+    meta: dict[str, list[Any]] = row.pop("_meta")
+    reasons = row.pop("_reasons", {})
+    row["check_reasons"] = _json(reasons) if reasons else None
+    if row.pop("_failed"):
+        row["passed"], row["score"] = False, 0.0
+        return
+    names = [n for n in meta if f"check.{n}" in row]
+    row["passed"] = all(row[f"check.{n}"] for n in names if meta[n][1])
+    weight = sum(float(meta[n][0]) for n in names)
+    if weight:
+        row["score"] = sum(row[f"check.{n}.score"] * float(meta[n][0]) for n in names) / weight
+    else:
+        row["score"] = 1.0 if row["passed"] else 0.0
 
 
 def to_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     """The typed DataFrame of `records` (rows as produced by `rows`)."""
     import pandas as pd
 
-    frame = pd.DataFrame.from_records(list(records), columns=list(COLUMNS))
+    records = list(records)
+    checks = sorted({k for r in records for k in r if k.startswith("check.")})
+    frame = pd.DataFrame.from_records(records, columns=[*COLUMNS, *checks])
     frame["started_at"] = pd.to_datetime(frame["started_at"], utc=True, format="ISO8601")
     return _typed(frame)
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     """The declared dtypes, whatever pandas or Parquet inferred."""
-    return frame.astype({name: dtype for name, (dtype, _) in COLUMNS.items()})
+    dtypes = {name: dtype for name, (dtype, _) in COLUMNS.items()}
+    for column in frame.columns:
+        if column.startswith("check."):
+            dtypes[column] = "float64" if column.endswith(".score") else "boolean"
+    return frame.astype(dtypes)
 
 
 def load_run(path: str | Path) -> pd.DataFrame:
@@ -134,7 +173,37 @@ def load_run(path: str | Path) -> pd.DataFrame:
 def frame_of_journal(run_dir: Path, manifest: dict[str, Any] | None = None) -> pd.DataFrame:
     manifest = manifest or read_manifest(run_dir)
     run_id, suite = str(manifest.get("run_id", "")), str(manifest.get("suite", {}).get("name", ""))
-    return to_frame(r for entry in read_journal(run_dir) for r in rows(entry, run_id, suite))
+    return to_frame(records(read_journal(run_dir), run_id, suite))
+
+
+def records(entries: Iterable[dict[str, Any]], run_id: str, suite: str) -> list[dict[str, Any]]:
+    """DataFrame rows from journal entries: samples, then selections and judge verdicts."""
+    out: list[dict[str, Any]] = []
+    by_slot: dict[tuple[Any, ...], dict[str, Any]] = {}
+    later: list[dict[str, Any]] = []
+    for entry in entries:
+        if entry.get("kind") in ("select", "judge"):
+            later.append(entry)
+            continue
+        for row in rows(entry, run_id, suite):
+            out.append(row)
+            by_slot[(row["case_id"], row["variant"], row["model"], row["sample"])] = row
+    for entry in later:
+        group = (entry.get("case_id"), entry.get("variant"), entry.get("model"))
+        if entry["kind"] == "select":
+            chosen = set(entry.get("selected") or [])
+            for number in entry.get("samples") or []:
+                sampled = by_slot.get((*group, number))
+                if sampled is not None:
+                    sampled["selected"] = number in chosen
+        else:
+            graded = by_slot.get((*group, entry.get("sample")))
+            if graded is not None:
+                _set_check(graded, entry["check"], entry["passed"], entry["score"], entry["reason"])
+                graded["judge_cost_usd"] += entry.get("cost_usd") or 0.0
+    for row in out:
+        _finish_row(row)
+    return out
 
 
 def _split(total: Any, parts: int) -> list[int | None]:

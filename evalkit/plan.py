@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from evalkit.catalog import ModelInfo
+from evalkit.checkspec import Check
 from evalkit.render import Rendered, Renderer
 from evalkit.suite import Case, Params, Suite, Variant
 from evalkit.targets import Target
@@ -95,10 +96,10 @@ def build_body(
         )
         body: dict[str, Any] = {"model": model, "messages": messages}
         logprobs = values.pop("logprobs", None)
-        if logprobs is not None and logprobs is not False:
-            body["logprobs"] = True
-            if not isinstance(logprobs, bool) and "top_logprobs" not in values:
-                body["top_logprobs"] = logprobs
+        if "top_logprobs" in values or (logprobs is not None and logprobs is not False):
+            body["logprobs"] = True  # top_logprobs needs logprobs: true
+            if not isinstance(logprobs, bool) and logprobs is not None:
+                values.setdefault("top_logprobs", logprobs)
     else:
         wrong = [name for name in _CHAT_ONLY if name in values]
         if wrong:
@@ -108,6 +109,8 @@ def build_body(
             body["suffix"] = rendered.suffix
         logprobs = values.pop("logprobs", None)
         if logprobs is not None and logprobs is not False:
+            if logprobs is not True and logprobs > 5:
+                raise Unsendable("logprobs on the completions endpoint is at most 5")
             body["logprobs"] = 1 if logprobs is True else logprobs
     body.update(values)
     if body.get("stream"):
@@ -133,23 +136,93 @@ def layered_params(suite: Suite, target: Target, variant: Variant | None, case: 
 
 
 def count_requests(suite: Suite, samples: int | None = None) -> int:
-    """Requests per model: cases × variants × samples."""
+    """Requests per model before any resampling: cases × variants × samples."""
     return len(suite.cases) * len(suite.variant_prompts()) * (samples or suite.samples)
+
+
+def check_columns(checks: list[Check]) -> dict[str, Check]:
+    """Checks by column name: their label, numbered when a label repeats (`contains#2`)."""
+    named: dict[str, Check] = {}
+    for check in checks:
+        name, count = check.label, 2
+        while name in named:
+            name, count = f"{check.label}#{count}", count + 1
+        named[name] = check
+    return named
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """The samples of one case × variant × model, run under the suite's `select` policy."""
+
+    case: Case
+    variant: str
+    target: Target
+    endpoint: Endpoint
+    rendered: Rendered
+    params: Params
+    checks: dict[str, Check]  # rendered for this case, by column name
+    samples: int
+    select: str
+    max_tokens_cap: int | None
+    resample_temperature: float | None
+
+    def request(self, sample: int, max_tokens: int | None) -> Request:
+        """Sample `sample` (numbered across rounds) sent with `max_tokens`."""
+        params = self.params
+        changes: dict[str, Any] = {}
+        if max_tokens is not None and max_tokens != params.max_tokens:
+            changes["max_tokens"] = max_tokens
+        if sample > 0 and self.resample_temperature is not None:
+            changes["temperature"] = self.resample_temperature
+        if changes:
+            params = Params.model_validate({**params.set_values(), **changes})
+        body = build_body(self.endpoint, self.target.model, self.rendered, params)
+        key = request_key(f"{self.target.base_url}/{self.endpoint}", body, sample)
+        return Request(key, self.case, self.variant, self.target, sample, self.endpoint, body)
+
+    def first_round(self) -> list[Request]:
+        return [self.request(s, self.params.max_tokens) for s in range(self.samples)]
+
+
+def groups(
+    suite: Suite, target: Target, samples: int | None = None, renderer: Renderer | None = None
+) -> Iterator[Group]:
+    """Every case × variant for `target`, lazily, with its checks rendered."""
+    renderer = renderer or Renderer()
+    variants = suite.variant_prompts()
+    for case in suite.cases:
+        checks = {
+            name: renderer.check(check, case.vars, (name,))
+            for name, check in check_columns([*suite.checks, *case.expect]).items()
+        }
+        for name, variant in variants.items():
+            rendered = renderer.prompt(suite, variant, case)
+            endpoint = endpoint_for(rendered, target.info)
+            params = layered_params(suite, target, variant, case)
+            if suite.select == "best_logprob" and params.logprobs in (None, False):
+                params = Params.model_validate({**params.set_values(), "logprobs": True})
+            cap = suite.max_tokens_cap
+            if cap is None and params.max_tokens is not None:
+                cap = 4 * params.max_tokens
+            yield Group(
+                case,
+                name,
+                target,
+                endpoint,
+                rendered,
+                params,
+                checks,
+                samples or suite.samples,
+                suite.select,
+                cap,
+                suite.resample_temperature,
+            )
 
 
 def plan(
     suite: Suite, target: Target, samples: int | None = None, renderer: Renderer | None = None
 ) -> Iterator[Request]:
-    """Every request for `target`, case by case, lazily."""
-    renderer = renderer or Renderer()
-    variants = suite.variant_prompts()
-    url = target.base_url
-    for case in suite.cases:
-        for name, variant in variants.items():
-            rendered = renderer.prompt(suite, variant, case)
-            endpoint = endpoint_for(rendered, target.info)
-            params = layered_params(suite, target, variant, case)
-            body = build_body(endpoint, target.model, rendered, params)
-            for sample in range(samples or suite.samples):
-                key = request_key(f"{url}/{endpoint}", body, sample)
-                yield Request(key, case, name, target, sample, endpoint, body)
+    """Every first-round request for `target`, case by case, lazily."""
+    for group in groups(suite, target, samples, renderer):
+        yield from group.first_round()

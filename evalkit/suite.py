@@ -7,7 +7,7 @@ Cross-field rules that need the catalogue or the templates live in `validate.py`
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -35,6 +35,25 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ResponseFormat(Strict):
+    """`{type: json_object}`, or `{type: json_schema, json_schema: {name, schema, strict}}`."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise PydanticCustomError(
+                "response_format",
+                "json_schema (with a name) goes with type: json_schema, and only with it",
+                {},
+            )
+        if self.json_schema is not None and not isinstance(self.json_schema.get("name"), str):
+            raise PydanticCustomError("response_format", "json_schema needs a name", {})
+        return self
+
+
 class Params(Strict):
     """OpenAI request parameters; unset ones are not sent."""
 
@@ -42,11 +61,11 @@ class Params(Strict):
     top_p: float | None = Field(None, ge=0, le=1)
     max_tokens: int | None = Field(None, ge=1)
     n: int | None = Field(None, ge=1, le=128)
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    logprobs: bool | int | None = None
+    stop: str | Annotated[list[str], Field(min_length=1, max_length=4)] | None = None
+    seed: int | None = Field(None, ge=-(2**63), lt=2**63)
+    logprobs: bool | Annotated[int, Field(ge=0, le=20)] | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
-    response_format: dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     logit_bias: dict[str, int] | None = None
@@ -57,7 +76,7 @@ class Params(Strict):
 
     def set_values(self) -> dict[str, Any]:
         """The parameters that were given, as they go on the wire."""
-        return self.model_dump(exclude_none=True)
+        return self.model_dump(exclude_none=True, by_alias=True)
 
     def over(self, base: Params | None) -> Params:
         """These parameters layered over `base` (ours win)."""
@@ -69,7 +88,7 @@ class Params(Strict):
 class Message(Strict):
     """One chat message; `content` is a template."""
 
-    role: Literal["system", "developer", "user", "assistant", "tool"]
+    role: Literal["system", "developer", "user", "assistant"]
     content: str
     name: str | None = None
 
@@ -188,7 +207,13 @@ class Case(Strict):
     @field_validator("id", mode="before")
     @classmethod
     def _id_text(cls, value: Any) -> Any:
-        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+        if isinstance(value, bool):
+            raise PydanticCustomError(
+                "case_id",
+                "YAML reads this id as {value} (yes/no/on/off are booleans): quote it",
+                {"value": str(value).lower()},
+            )
+        return str(value) if isinstance(value, int) else value
 
     @model_validator(mode="after")
     def _one_prompt(self) -> Case:

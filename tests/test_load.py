@@ -138,6 +138,12 @@ def test_duplicate_yaml_keys_are_reported(write: Write) -> None:
         load_suite(path)
 
 
+def test_a_yaml_boolean_id_asks_for_quotes(write: Write) -> None:
+    path = write("b.yaml", 'prompt: "x"\ncases:\n  - {id: yes, vars: {}}\n')
+    with pytest.raises(SuiteError, match=r"b.yaml:3: cases\[0\].id: YAML reads this id as true"):
+        load_suite(path)
+
+
 def test_a_suite_must_be_a_mapping(write: Write) -> None:
     with pytest.raises(SuiteError, match="must be a mapping"):
         load_suite(write("list.yaml", "- a\n- b\n"))

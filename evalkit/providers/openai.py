@@ -62,9 +62,9 @@ class OpenAIProvider:
         try:
             payload = json.loads(response.content)
         except ValueError:
-            snippet = response.content[:120].decode("utf-8", "replace")
+            snippet = self._clean(response.content.decode("utf-8", "replace"))[:120]
             raise ProviderError(
-                "bad_response", self._clean(f"response is not JSON: {snippet!r}"), retryable=True
+                "bad_response", f"response is not JSON: {snippet!r}", retryable=True
             ) from None
         return self._parse(payload, request, latency)
 
@@ -94,7 +94,7 @@ class OpenAIProvider:
                 except ValueError:
                     raise ProviderError(
                         "bad_response",
-                        self._clean(f"stream chunk is not JSON: {data[:80]!r}"),
+                        f"stream chunk is not JSON: {self._clean(data)[:80]!r}",
                         retryable=True,
                     ) from None
                 if not isinstance(chunk, dict):
@@ -102,7 +102,7 @@ class OpenAIProvider:
                 fingerprint = chunk.get("system_fingerprint") or fingerprint
                 usage = chunk.get("usage") or usage
                 for choice in chunk.get("choices") or []:
-                    index = int(choice.get("index", 0))
+                    index = _index(choice.get("index"), 0)
                     piece = _delta_text(choice, request.endpoint)
                     if piece:
                         if ttft is None:
@@ -149,7 +149,7 @@ class OpenAIProvider:
                 text = choice.get("text")
             choices.append(
                 Choice(
-                    int(choice.get("index", position)),
+                    _index(choice.get("index"), position),
                     text if isinstance(text, str) else "",
                     choice.get("finish_reason"),
                     choice.get("logprobs"),
@@ -166,8 +166,8 @@ class OpenAIProvider:
         )
 
     def _http_error(self, status: int, body: bytes, headers: httpx.Headers) -> ProviderError:
-        message, code = _error_detail(body)
-        text = self._clean(f"HTTP {status}: {message}" if message else f"HTTP {status}")
+        message, code = _error_detail(self._clean(body.decode("utf-8", "replace")))
+        text = f"HTTP {status}: {message}" if message else f"HTTP {status}"
         if status == 429 and code == "insufficient_quota":
             return ProviderError("insufficient_quota", text, status=status)
         if status in RETRYABLE_STATUS:
@@ -203,17 +203,21 @@ def _delta_text(choice: dict[str, Any], endpoint: str) -> str:
     return content if isinstance(content, str) else ""
 
 
-def _error_detail(body: bytes) -> tuple[str, str | None]:
+def _error_detail(body: str) -> tuple[str, str | None]:
     """The OpenAI error body's message and code; the raw text when it is not one."""
     try:
         payload = json.loads(body)
     except ValueError:
-        return body[:200].decode("utf-8", "replace").strip(), None
+        return body[:200].strip(), None
     error = payload.get("error") if isinstance(payload, dict) else None
     if isinstance(error, dict):
         code = error.get("code") or error.get("type")
         return str(error.get("message") or ""), str(code) if code else None
     return str(payload)[:200], None
+
+
+def _index(value: Any, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
 def _int(value: Any) -> int | None:
