@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import traceback
 from pathlib import Path
@@ -10,14 +11,20 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
-    import pandas as pd
+    pass
 
-from evalkit.catalog import CATALOG
-from evalkit.errors import EvalkitError, SuiteError
+from evalkit import cache
+from evalkit.cache import cache_dir
+from evalkit.console import models_table, summary_table
+from evalkit.errors import ConfigError, EvalkitError, SuiteError
 from evalkit.frame import load_run
 from evalkit.load import load_suite
-from evalkit.runner import RunSettings, run_suite
-from evalkit.suite import ModelSpec
+from evalkit.preflight import overflow_problems
+from evalkit.preflight import table as preflight_table
+from evalkit.resume import unfinished_runs
+from evalkit.runner import RunResult, RunSettings, resume_run, run_suite
+from evalkit.runner import dry_run as evalkit_dry_run
+from evalkit.suite import ModelSpec, Suite
 from evalkit.summary import summarize
 from evalkit.validate import check_suite
 
@@ -73,7 +80,9 @@ def validate(
 
 @app.command()
 def run(
-    suites: Annotated[list[Path], typer.Argument(help="Suite files (YAML or JSONL).")],
+    suites: Annotated[
+        list[Path] | None, typer.Argument(help="Suite files (YAML or JSONL).")
+    ] = None,
     model: ModelOption = None,
     jobs: Annotated[
         int | None,
@@ -85,6 +94,29 @@ def run(
     out: Annotated[Path, typer.Option("--out", help="Root folder of run directories.")] = Path(
         "reports/runs"
     ),
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="Continue this unfinished run directory.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print requests, tokens and cost; send nothing.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="With --dry-run: print JSON.")] = False,
+    max_cost: Annotated[
+        float | None, typer.Option("--max-cost", min=0, help="Stop dispatching past this (USD).")
+    ] = None,
+    allow_overflow: Annotated[
+        bool,
+        typer.Option("--allow-overflow", help="Send cases that exceed a context window anyway."),
+    ] = False,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Neither read nor write the response cache.")
+    ] = False,
+    refresh: Annotated[
+        bool, typer.Option("--refresh", help="Write the cache without reading it.")
+    ] = False,
+    cache_dir_option: Annotated[
+        Path | None, typer.Option("--cache-dir", help="Cache folder (default .evalkit/).")
+    ] = None,
     max_error_rate: Annotated[
         float,
         typer.Option("--max-error-rate", min=0, max=1, help="Fail the run (exit 3) above this."),
@@ -103,90 +135,130 @@ def run(
     ] = None,
 ) -> None:
     """Send every case to every model; write a run directory (manifest, journal, results)."""
+    settings = RunSettings(
+        models=model,
+        concurrency=jobs,
+        samples=samples,
+        out=out,
+        max_retries=max_retries,
+        max_error_rate=max_error_rate,
+        timeout_s=timeout,
+        progress=progress,
+        max_cost=max_cost,
+        cache=not no_cache,
+        refresh=refresh,
+        cache_dir=cache_dir_option,
+        allow_overflow=allow_overflow,
+    )
+    if resume is not None:
+        raise typer.Exit(_report(resume_run(resume, settings)))
+    if not suites:
+        raise ConfigError("give a suite file to run, or --resume RUN_DIR")
     worst = 0
     for path in suites:
         suite = load_suite(path)
-        settings = RunSettings(
-            models=model,
-            concurrency=jobs,
-            samples=samples,
-            out=out,
-            max_retries=max_retries,
-            max_error_rate=max_error_rate,
-            timeout_s=timeout,
-            progress=progress,
-        )
-        result = run_suite(suite, settings)
-        for label, stats in result.per_model.items():
-            typer.echo(
-                f"{label}: {stats['requests']} requests, {stats['errors']} errors, "
-                f"${stats['cost_usd']:.4f}"
-            )
-        typer.echo(_summary_table(summarize(load_run(result.run_dir))))
-        if result.failed_samples:
-            typer.echo(f"{result.failed_samples} sample(s) failed their checks")
-        if result.reason:
-            typer.echo(f"run {result.status}: {result.reason}", err=True)
-        worst = max(worst, result.exit_code)
+        if dry_run:
+            worst = max(worst, _dry_run(suite, settings, as_json))
+            continue
+        unfinished = _offer_resume(suite, settings)
+        result = resume_run(unfinished, settings) if unfinished else run_suite(suite, settings)
+        worst = max(worst, _report(result))
     if worst:
         raise typer.Exit(worst)
+
+
+def _dry_run(suite: Suite, settings: RunSettings, as_json: bool) -> int:
+    estimates = evalkit_dry_run(suite, settings)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {"suite": suite.source, "models": [e.as_dict() for e in estimates]}, indent=2
+            )
+        )
+    else:
+        typer.echo(f"{suite.source}: nothing sent (dry run)")
+        typer.echo(preflight_table(estimates))
+    problems = [] if settings.allow_overflow else overflow_problems(suite, estimates)
+    if problems:
+        raise SuiteError(problems)
+    return 0
+
+
+def _offer_resume(suite: Suite, settings: RunSettings) -> Path | None:
+    """An unfinished run of the same suite and models: resume it if the user says so."""
+    models = settings.models or [m.id for m in suite.models]
+    found = unfinished_runs(Path(settings.out), suite.source, models)
+    if not found:
+        return None
+    latest = found[-1]
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        if typer.confirm(f"{latest} did not finish. Resume it?", default=True):
+            return latest
+        return None
+    typer.echo(
+        f"note: {latest} did not finish; `evalkit run --resume {latest}` continues it", err=True
+    )
+    return None
+
+
+def _report(result: RunResult) -> int:
+    for label, stats in result.per_model.items():
+        typer.echo(
+            f"{label}: {stats['requests']} requests, {stats['errors']} errors, "
+            f"{stats['cached']} cached, ${stats['cost_usd']:.4f}"
+        )
+    typer.echo(summary_table(summarize(load_run(result.run_dir))))
+    if result.failed_samples:
+        typer.echo(f"{result.failed_samples} sample(s) failed their checks")
+    if result.reason:
+        typer.echo(f"run {result.status}: {result.reason}", err=True)
+    return result.exit_code
+
+
+cache_app = typer.Typer(no_args_is_help=True, help="The response cache: stats, clear, explain.")
+app.add_typer(cache_app, name="cache")
+CacheDirOption = Annotated[
+    Path | None, typer.Option("--cache-dir", help="Cache folder (default .evalkit/).")
+]
+
+
+@cache_app.command("stats")
+def cache_stats(cache_dir_option: CacheDirOption = None) -> None:
+    """Entries and size of the cache, per model."""
+    info = cache.stats(cache_dir(cache_dir_option))
+    typer.echo(f"{info['path']}: {info['entries']} answers, {info['bytes'] / 1e6:.1f} MB")
+    for name, count in sorted(info["models"].items()):
+        typer.echo(f"  {name}: {count}")
+
+
+@cache_app.command("clear")
+def cache_clear(cache_dir_option: CacheDirOption = None) -> None:
+    """Delete every cached answer."""
+    typer.echo(f"removed {cache.clear(cache_dir(cache_dir_option))} cached answers")
+
+
+@cache_app.command("explain")
+def cache_explain(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    case: Annotated[str, typer.Argument(help="Case id.")],
+    model_name: Annotated[str, typer.Argument(help="Model label or provider/model.")],
+    cache_dir_option: CacheDirOption = None,
+) -> None:
+    """Print the cache key's parts for a case and model, to understand a surprising miss."""
+    for item in cache.explain(cache_dir(cache_dir_option), run_dir, case, model_name):
+        typer.echo(f"key {item['key']} (sample {item['sample']}, variant {item['variant'] or '-'})")
+        typer.echo(f"  in cache: {'yes' if item['in_cache'] else 'no'}")
+        typer.echo(f"  endpoint URL: {item['url']}")
+        typer.echo(f"  model: {item['model']}")
+        typer.echo(f"  sample index: {item['sample']}")
+        body = json.dumps(item["body"], indent=2, sort_keys=True)
+        typer.echo("  body: " + body.replace("\n", "\n  "))
 
 
 @app.command()
 def models() -> None:
     """List the models evalkit knows: endpoint, context window, prices (USD per 1M tokens)."""
-    header = ("model", "endpoint", "context", "$/1M in", "$/1M out", "prices as of", "notes")
-    rows = [header]
-    for info in CATALOG:
-        notes = [info.note] if info.note else []
-        if info.supports_suffix:
-            notes.append("insert (suffix)")
-        if info.deprecated:
-            notes.append(f"shut down {info.deprecated}")
-        rows.append(
-            (
-                info.id,
-                info.kind,
-                f"{info.context_window:,}",
-                f"{info.input_per_mtok:.2f}",
-                f"{info.output_per_mtok:.2f}",
-                info.prices_as_of,
-                "; ".join(notes),
-            )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    for row in rows:
-        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-
-
-def _summary_table(summary: pd.DataFrame) -> str:
-    """The run summary as aligned plain text (it goes to logs and CI output too)."""
-    header = ("model", "variant", "pass", "score", "stop", "length", "errors", "cost $", "p50 s")
-    rows = [header]
-    for r in summary.to_dict("records"):
-        rows.append(
-            (
-                str(r["model"]),
-                str(r["variant"]) or "-",
-                _fmt(r["pass_rate"], "{:.0%}"),
-                _fmt(r["mean_score"], "{:.2f}"),
-                _fmt(r["stop_rate"], "{:.0%}"),
-                _fmt(r["length_rate"], "{:.0%}"),
-                _fmt(r["error_rate"], "{:.0%}"),
-                _fmt(r["cost_usd"], "{:.4f}"),
-                _fmt(r["latency_p50_s"], "{:.2f}"),
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    )
-
-
-def _fmt(value: object, pattern: str) -> str:
-    number = float(value) if isinstance(value, int | float) else float("nan")
-    return pattern.format(number) if number == number else "-"
+    typer.echo(models_table())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -177,30 +177,42 @@ def frame_of_journal(run_dir: Path, manifest: dict[str, Any] | None = None) -> p
 
 
 def records(entries: Iterable[dict[str, Any]], run_id: str, suite: str) -> list[dict[str, Any]]:
-    """DataFrame rows from journal entries: samples, then selections and judge verdicts."""
-    out: list[dict[str, Any]] = []
-    by_slot: dict[tuple[Any, ...], dict[str, Any]] = {}
-    later: list[dict[str, Any]] = []
+    """DataFrame rows from journal entries, read in order.
+
+    A later entry for the same sample replaces an earlier one (a resumed run re-sent it or
+    re-scored it); a `retire` entry drops what came before for the case × variant × model it
+    names (the suite changed); selections and judge verdicts are applied last.
+    """
+    rows_by_slot: dict[tuple[Any, ...], dict[str, Any]] = {}
+    selections: dict[tuple[Any, ...], dict[str, Any]] = {}
+    verdicts: dict[tuple[Any, ...], dict[str, Any]] = {}
     for entry in entries:
-        if entry.get("kind") in ("select", "judge"):
-            later.append(entry)
-            continue
-        for row in rows(entry, run_id, suite):
-            out.append(row)
-            by_slot[(row["case_id"], row["variant"], row["model"], row["sample"])] = row
-    for entry in later:
-        group = (entry.get("case_id"), entry.get("variant"), entry.get("model"))
-        if entry["kind"] == "select":
-            chosen = set(entry.get("selected") or [])
-            for number in entry.get("samples") or []:
-                sampled = by_slot.get((*group, number))
-                if sampled is not None:
-                    sampled["selected"] = number in chosen
+        kind = entry.get("kind")
+        group = (entry.get("case_id"), entry.get("variant", ""), entry.get("model"))
+        if kind == "retire":
+            gone = {tuple(slot) for slot in entry.get("slots") or []}
+            rows_by_slot = {k: v for k, v in rows_by_slot.items() if k[:3] not in gone}
+            selections = {k: v for k, v in selections.items() if k not in gone}
+            verdicts = {k: v for k, v in verdicts.items() if k[:3] not in gone}
+        elif kind == "select":
+            selections[group] = entry
+        elif kind == "judge":
+            verdicts[(*group, entry.get("sample"), entry.get("check"))] = entry
         else:
-            graded = by_slot.get((*group, entry.get("sample")))
-            if graded is not None:
-                _set_check(graded, entry["check"], entry["passed"], entry["score"], entry["reason"])
-                graded["judge_cost_usd"] += entry.get("cost_usd") or 0.0
+            for row in rows(entry, run_id, suite):
+                rows_by_slot[(row["case_id"], row["variant"], row["model"], row["sample"])] = row
+    for group, entry in selections.items():
+        chosen = set(entry.get("selected") or [])
+        for number in entry.get("samples") or []:
+            sampled = rows_by_slot.get((*group, number))
+            if sampled is not None:
+                sampled["selected"] = number in chosen
+    for (case_id, variant, model, number, check), entry in verdicts.items():
+        graded = rows_by_slot.get((case_id, variant, model, number))
+        if graded is not None:
+            _set_check(graded, check, entry["passed"], entry["score"], entry["reason"])
+            graded["judge_cost_usd"] += entry.get("cost_usd") or 0.0
+    out = list(rows_by_slot.values())
     for row in out:
         _finish_row(row)
     return out

@@ -9,37 +9,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from evalkit.checks import Verdict, evaluate
+from evalkit.budget import Budget
+from evalkit.cache import Cache, cache_dir
 from evalkit.checkspec import JudgeArg
-from evalkit.errors import ConfigError, RunError, SuiteError
+from evalkit.dispatch import Dispatcher
+from evalkit.errors import ConfigError, InputError, RunError, SuiteError
 from evalkit.frame import frame_of_journal
-from evalkit.judge import judge_request, parse_verdict
 from evalkit.limits import ModelLimits
-from evalkit.plan import Group, Request, count_requests, groups
+from evalkit.plan import count_requests, groups
+from evalkit.preflight import ModelEstimate, estimate, overflow_problems
 from evalkit.progress import Progress
-from evalkit.providers import Completion, Provider, ProviderError
+from evalkit.providers import Provider
 from evalkit.providers.openai import OpenAIProvider, make_client
 from evalkit.render import Renderer
-from evalkit.retry import policy
-from evalkit.sampling import every_sample_hit_length, samples_of, select
-from evalkit.store import RESULTS, RunDir, file_sha256, new_run_id, now_iso
+from evalkit.resume import ResumePlan, prepare
+from evalkit.store import RESULTS, RunDir, file_sha256, new_run_id, now_iso, read_manifest
 from evalkit.suite import ModelSpec, Suite
 from evalkit.targets import Target, resolve
 from evalkit.validate import check_suite
-
-# errors that will fail every request to the model: stop sending to it after the first
-_FATAL_FOR_MODEL = frozenset({"auth", "not_found", "insufficient_quota"})
-_WIRE_KEYS = frozenset({"model", "messages", "prompt", "suffix"})
 
 
 @dataclass
@@ -56,12 +52,17 @@ class RunSettings:
     retry_initial_s: float = 0.5
     progress: bool | None = None  # None: a live bar on a terminal, plain lines otherwise
     environ: Mapping[str, str] | None = None
+    max_cost: float | None = None  # USD ceiling
+    cache: bool = True  # --no-cache: neither read nor write
+    refresh: bool = False  # --refresh: write without reading
+    cache_dir: Path | None = None
+    allow_overflow: bool = False
 
 
 @dataclass
 class RunResult:
     run_dir: Path
-    status: str  # complete, failed, interrupted
+    status: str  # complete, failed, interrupted, budget
     requests: int
     errors: int
     reason: str | None = None
@@ -79,6 +80,69 @@ class RunResult:
 def run_suite(suite: Suite, settings: RunSettings | None = None) -> RunResult:
     """Send every request of `suite` and write a run directory (see store.py)."""
     settings = settings or RunSettings()
+    targets, judges, keys = _prepare(suite, settings)
+    run = RunDir.create(
+        Path(settings.out), new_run_id(suite.name or "suite"), _manifest(suite, targets, settings)
+    )
+    print(f"run directory: {run.path}", flush=True)
+    return asyncio.run(_execute(suite, targets, judges, keys, settings, run, None))
+
+
+def resume_run(run_dir: Path, settings: RunSettings | None = None) -> RunResult:
+    """Continue a killed or interrupted run: what finished is reused, the rest is sent.
+
+    The manifest holds the suite path and the options; `settings` may only add cache and
+    progress preferences. A suite edited since is compared case by case (see resume.py).
+    """
+    from evalkit.load import load_suite
+
+    manifest = read_manifest(run_dir)
+    if manifest.get("status") == "complete":
+        raise InputError(f"{run_dir}: this run is complete; there is nothing to resume")
+    options = manifest.get("options", {})
+    base = settings or RunSettings()
+    settings = replace(
+        base,
+        models=options.get("models"),
+        concurrency=options.get("concurrency"),
+        samples=options.get("samples"),
+        max_retries=options.get("max_retries", base.max_retries),
+        max_error_rate=options.get("max_error_rate", base.max_error_rate),
+        timeout_s=options.get("timeout_s", base.timeout_s),
+        max_cost=options.get("max_cost"),
+        allow_overflow=options.get("allow_overflow", False),
+        out=run_dir.parent,
+    )
+    suite_path = manifest.get("suite", {}).get("path")
+    if not suite_path or not Path(suite_path).exists():
+        suite_path = manifest.get("suite", {}).get("abspath")
+    suite = load_suite(suite_path)
+    targets, judges, keys = _prepare(suite, settings)
+    plan = prepare(run_dir, suite, targets, settings.samples)
+    run = RunDir(run_dir, manifest)
+    changed = file_sha256(suite.source) != manifest.get("suite", {}).get("sha256")
+    run.manifest.setdefault("resumes", []).append(
+        {
+            "at": now_iso(),
+            "suite_changed": changed,
+            "changed_cases": plan.changed_cases,
+            "removed_cases": plan.removed_cases,
+            "reused_requests": len(plan.prior.requests),
+        }
+    )
+    run.manifest.update(status="running", finished_at=None)
+    run.write_manifest()
+    print(f"run directory: {run.path}", flush=True)
+    return asyncio.run(_execute(suite, targets, judges, keys, settings, run, plan))
+
+
+def dry_run(suite: Suite, settings: RunSettings | None = None) -> list[ModelEstimate]:
+    """What the run would send, per model, and its cost bounds; sends nothing, needs no key."""
+    settings = settings or RunSettings()
+    return estimate(suite, _targets(suite, settings), settings.samples)
+
+
+def _targets(suite: Suite, settings: RunSettings) -> list[Target]:
     env = os.environ if settings.environ is None else settings.environ
     specs = [ModelSpec(id=m) for m in settings.models] if settings.models else suite.models
     if not specs:
@@ -86,14 +150,22 @@ def run_suite(suite: Suite, settings: RunSettings | None = None) -> RunResult:
     problems = check_suite(suite, specs if settings.models else None, env)
     if problems:
         raise SuiteError(problems)
-    targets = [_with_concurrency(resolve(s, suite.endpoints, env), s, settings) for s in specs]
+    return [_with_concurrency(resolve(s, suite.endpoints, env), s, settings) for s in specs]
+
+
+def _prepare(
+    suite: Suite, settings: RunSettings
+) -> tuple[list[Target], list[Target], dict[str, str | None]]:
+    """Validate everything and read the keys: all that can fail does so before any request."""
+    env = os.environ if settings.environ is None else settings.environ
+    targets = _targets(suite, settings)
+    if not settings.allow_overflow:
+        overflows = overflow_problems(suite, estimate(suite, targets, settings.samples))
+        if overflows:
+            raise SuiteError(overflows)
     judges = [resolve(ModelSpec(id=m), suite.endpoints, env) for m in _judge_models(suite)]
     keys = _api_keys([*targets, *judges], env)
-    run = RunDir.create(
-        Path(settings.out), new_run_id(suite.name or "suite"), _manifest(suite, targets, settings)
-    )
-    print(f"run directory: {run.path}", flush=True)
-    return asyncio.run(_execute(suite, targets, judges, keys, settings, run))
+    return targets, judges, keys
 
 
 def _judge_models(suite: Suite) -> list[str]:
@@ -159,268 +231,12 @@ def _manifest(suite: Suite, targets: list[Target], settings: RunSettings) -> dic
             "max_retries": settings.max_retries,
             "max_error_rate": settings.max_error_rate,
             "timeout_s": settings.timeout_s,
+            "max_cost": settings.max_cost,
+            "allow_overflow": settings.allow_overflow,
         },
         "params": suite.params.set_values(),
         "planned": {t.label: count_requests(suite, settings.samples) for t in targets},
     }
-
-
-class _Run:
-    """State shared by the workers of one run."""
-
-    def __init__(
-        self, run: RunDir, settings: RunSettings, progress: Progress, suite_folder: Path
-    ) -> None:
-        self.run = run
-        self.settings = settings
-        self.progress = progress
-        self.folder = suite_folder
-        self.judges: dict[str, tuple[Target, Provider, ModelLimits]] = {}
-        self.requests = 0
-        self.errors = 0
-        self.per_model: dict[str, dict[str, Any]] = {}
-        self.stopped_models: dict[str, str] = {}
-
-    async def worker(
-        self, target: Target, provider: Provider, limits: ModelLimits, work: Iterator[Group]
-    ) -> None:
-        for group in work:
-            if target.label in self.stopped_models:
-                return
-            await self.run_group(group, provider, limits)
-
-    async def run_group(self, group: Group, provider: Provider, limits: ModelLimits) -> None:
-        """All samples of one case × variant × model, resampled and selected per the suite."""
-        entries: list[dict[str, Any]] = []
-        max_tokens = group.params.max_tokens
-        first = 0
-        while True:
-            numbers = range(first, first + group.samples)
-            if group.select == "until_stop":
-                round_entries = []
-                for number in numbers:
-                    entry = await self.finish(
-                        group.request(number, max_tokens), group, provider, limits
-                    )
-                    round_entries.append(entry)
-                    if any(c.get("finish_reason") == "stop" for c in entry.get("choices") or []):
-                        break
-            else:
-                round_entries = list(
-                    await asyncio.gather(
-                        *(
-                            self.finish(group.request(number, max_tokens), group, provider, limits)
-                            for number in numbers
-                        )
-                    )
-                )
-            entries += round_entries
-            first += group.samples
-            cap = group.max_tokens_cap
-            if (
-                group.select != "all"
-                and max_tokens is not None
-                and cap is not None
-                and max_tokens < cap
-                and every_sample_hit_length(round_entries)
-            ):
-                max_tokens = min(cap, max_tokens * 2)
-                continue
-            break
-        found = samples_of(entries)
-        chosen = select(group.select, found)
-        if group.select != "all":
-            self.run.append(
-                {
-                    "kind": "select",
-                    "case_id": group.case.key,
-                    "variant": group.variant,
-                    "model": group.target.label,
-                    "policy": group.select,
-                    "samples": [number for number, _ in found],
-                    "selected": chosen,
-                    "rounds": first // group.samples,
-                    "max_tokens": max_tokens,
-                }
-            )
-        judged = {name: check for name, check in group.checks.items() if check.kind == "judge"}
-        if judged:
-            prompt = _prompt_text(group)
-            picked = {number: choice for number, choice in found if number in chosen}
-            await asyncio.gather(
-                *(
-                    self.judge(group, name, check.arg, number, prompt, choice.get("text") or "")
-                    for number, choice in picked.items()
-                    for name, check in judged.items()
-                )
-            )
-
-    async def finish(
-        self, request: Request, group: Group, provider: Provider, limits: ModelLimits
-    ) -> dict[str, Any]:
-        """Send, score, journal and count one request."""
-        entry = await self.send(request, provider, limits)
-        if entry.get("error_type") is None:
-            _score(entry, group, self.folder)
-        entry["check_meta"] = {n: [c.weight, c.required] for n, c in group.checks.items()}
-        self.run.append(entry)
-        self.account(group.target, entry)
-        return entry
-
-    async def judge(
-        self, group: Group, name: str, arg: Any, number: int, prompt: str, output: str
-    ) -> None:
-        judge_id = JudgeArg.model_validate(arg).model
-        target, provider, limits = self.judges[judge_id]
-        request = judge_request(target, arg, group.case, group.variant, prompt, output, number)
-        result = await self.send(request, provider, limits)
-        if result.get("error_type"):
-            verdict = Verdict(False, 0.0, f"judge call failed: {result['error']}")
-        else:
-            verdict = parse_verdict(
-                (result.get("choices") or [{}])[0].get("text") or "",
-                JudgeArg.model_validate(arg).threshold,
-            )
-        self.run.append(
-            {
-                **result,
-                "kind": "judge",
-                "case_id": group.case.key,
-                "variant": group.variant,
-                "model": group.target.label,
-                "judge_model": target.label,
-                "sample": number,
-                "check": name,
-                "passed": verdict.passed,
-                "score": verdict.score,
-                "reason": verdict.reason,
-            }
-        )
-        self.account(target, result, judge=True)
-
-    async def send(
-        self, request: Request, provider: Provider, limits: ModelLimits
-    ) -> dict[str, Any]:
-        started_at = now_iso()
-        attempts = 0
-        estimate = (
-            len(json.dumps(request.body)) // 4 + (request.max_tokens or 256) * request.choices
-        )
-        try:
-            async for attempt in policy(self.settings.max_retries, self.settings.retry_initial_s):
-                with attempt:
-                    attempts += 1
-                    await limits.acquire(estimate)
-                    pause: float | None = None
-                    ok = False
-                    try:
-                        completion = await provider.complete(request)
-                        ok = True
-                    except ProviderError as exc:
-                        if exc.error_type == "rate_limit":
-                            pause = exc.retry_after if exc.retry_after is not None else 1.0
-                        raise
-                    finally:
-                        await limits.release(pause, ok)
-        except ProviderError as exc:
-            return _entry(request, started_at, attempts, error=exc)
-        return _entry(request, started_at, attempts, completion=completion)
-
-    def account(self, target: Target, entry: dict[str, Any], judge: bool = False) -> None:
-        error = entry.get("error_type") is not None
-        label = f"{target.label} (judge)" if judge else target.label
-        stats = self.per_model.setdefault(label, {"requests": 0, "errors": 0, "cost_usd": 0.0})
-        stats["requests"] += 1
-        stats["errors"] += error
-        cost = entry.get("cost_usd") or 0.0
-        stats["cost_usd"] += cost
-        if judge:
-            return
-        self.requests += 1
-        self.errors += error
-        tokens = (entry.get("prompt_tokens") or 0) + (entry.get("completion_tokens") or 0)
-        self.progress.record(target.label, tokens, cost, error, bool(entry.get("cached")))
-        if entry.get("error_type") in _FATAL_FOR_MODEL and target.label not in self.stopped_models:
-            self.stopped_models[target.label] = (
-                f"{target.label}: {entry['error']}; stopped sending to this model"
-            )
-
-
-def _score(entry: dict[str, Any], group: Group, folder: Path) -> None:
-    """Each choice's verdicts, stored with it in the journal (judge checks come later)."""
-    for choice in entry.get("choices") or []:
-        record = {**entry, "finish_reason": choice.get("finish_reason")}
-        record.pop("choices", None)
-        output = choice.get("text") or ""
-        verdicts = {}
-        for name, check in group.checks.items():
-            if check.kind == "judge":
-                continue
-            v = evaluate(check, output, record, folder)
-            verdicts[name] = [v.passed, v.score, v.reason]
-        choice["checks"] = verdicts
-
-
-def _prompt_text(group: Group) -> str:
-    if group.rendered.is_chat:
-        return "\n".join(f"{m['role']}: {m['content']}" for m in group.rendered.message_dicts())
-    return (group.rendered.prompt or "") + (
-        f"[insert here]{group.rendered.suffix}" if group.rendered.suffix is not None else ""
-    )
-
-
-def _entry(
-    request: Request,
-    started_at: str,
-    attempts: int,
-    completion: Completion | None = None,
-    error: ProviderError | None = None,
-) -> dict[str, Any]:
-    """The journal line of one finished request."""
-    target = request.target
-    body = request.body
-    entry: dict[str, Any] = {
-        "key": request.key,
-        "case_id": request.case.key,
-        "variant": request.variant,
-        "model": target.label,
-        "model_id": target.id,
-        "endpoint": request.endpoint,
-        "sample": request.sample,
-        "n": request.choices,
-        "vars": request.case.vars,
-        "prompt": body.get("messages") if request.endpoint == "chat" else body.get("prompt"),
-        "suffix": body.get("suffix"),
-        "params": {k: v for k, v in body.items() if k not in _WIRE_KEYS},
-        "max_tokens": request.max_tokens,
-        "seed": body.get("seed"),
-        "started_at": started_at,
-        "attempts": attempts,
-        "cached": False,
-    }
-    if error is not None:
-        entry.update(error_type=error.error_type, error=error.message, status=error.status)
-        return entry
-    assert completion is not None
-    pt, ct = completion.prompt_tokens, completion.completion_tokens
-    entry.update(
-        latency_s=completion.latency_s,
-        ttft_s=completion.ttft_s,
-        prompt_tokens=pt,
-        completion_tokens=ct,
-        cost_usd=None if pt is None and ct is None else target.info.cost(pt or 0, ct or 0),
-        system_fingerprint=completion.system_fingerprint,
-        choices=[
-            {
-                "index": c.index,
-                "text": c.text,
-                "finish_reason": c.finish_reason,
-                "logprobs": c.logprobs,
-            }
-            for c in completion.choices
-        ],
-    )
-    return entry
 
 
 async def _execute(
@@ -430,15 +246,29 @@ async def _execute(
     keys: dict[str, str | None],
     settings: RunSettings,
     run: RunDir,
+    resume: ResumePlan | None,
 ) -> RunResult:
     totals = {t.label: count_requests(suite, settings.samples) for t in targets}
     live = settings.progress if settings.progress is not None else _is_terminal()
     progress = Progress(totals, live)
-    state = _Run(run, settings, progress, Path(suite.source).parent)
+    cache = (
+        Cache(cache_dir(settings.cache_dir), read=not settings.refresh) if settings.cache else None
+    )
+    state = Dispatcher(
+        run,
+        settings,
+        progress,
+        Path(suite.source).parent,
+        cache,
+        Budget(settings.max_cost),
+        resume.prior if resume else None,
+    )
     in_flight = sum(t.concurrency for t in [*targets, *judges])
     client = make_client(in_flight + 4, settings.timeout_s)
     renderer = Renderer()
     run.open_journal()
+    if resume and resume.retired:
+        run.append({"kind": "retire", "slots": [list(s) for s in resume.retired]})
     paced: dict[str, tuple[Target, Provider, ModelLimits]] = {}
     for target in [*targets, *judges]:
         if target.id not in paced:
@@ -479,19 +309,20 @@ async def _execute(
         with contextlib.suppress(asyncio.CancelledError):
             await drawing
         await client.aclose()
+        if cache is not None:
+            cache.close()
     failures = [
         r
         for r in results
         if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError)
     ]
-    return _finish(suite, settings, run, state, interrupted, failures)
+    return _finish(settings, run, state, interrupted, failures)
 
 
 def _finish(
-    suite: Suite,
     settings: RunSettings,
     run: RunDir,
-    state: _Run,
+    state: Dispatcher,
     interrupted: bool,
     failures: list[BaseException],
 ) -> RunResult:
@@ -502,6 +333,12 @@ def _finish(
         status, reason = "failed", f"{type(failures[0]).__name__}: {failures[0]}"
     elif interrupted:
         status, reason = "interrupted", "interrupted by a signal; finished requests are kept"
+    elif state.budget.exhausted:
+        status = "budget"
+        reason = (
+            f"--max-cost ${settings.max_cost:g} reached: spent ${state.budget.spent:.4f}; "
+            "the next request could have passed the ceiling, so it was not sent"
+        )
     elif state.stopped_models:
         status, reason = "failed", "; ".join(state.stopped_models.values())
     elif rate > settings.max_error_rate:
@@ -517,8 +354,11 @@ def _finish(
         "planned": planned,
         "requests": state.requests,
         "errors": state.errors,
+        "reused": state.reused,
+        "cached": sum(s.get("cached", 0) for s in state.per_model.values()),
         "samples": len(frame),
         "failed_samples": failed,
+        "spent_usd": state.budget.spent,
     }
     run.finish(status, reason=reason, counts=counts, per_model=state.per_model)
     frame.to_parquet(run.path / RESULTS, index=False)

@@ -14,13 +14,14 @@ TEST_KEY = "sk-test-0123456789abcdefSECRET"
 
 
 @pytest.fixture(autouse=True)
-def clean_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No test sees the developer's OpenAI settings or evalkit overrides."""
+def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No test sees the developer's OpenAI settings, and each test has its own cache."""
     import os
 
     for name in list(os.environ):
         if name.startswith(("OPENAI_", "EVALKIT_")):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("EVALKIT_CACHE_DIR", str(tmp_path / "cache"))
     yield
 
 

@@ -1,0 +1,193 @@
+"""The response cache: SQLite (WAL), keyed by the request key, so no answer is paid for twice.
+
+The key hashes (endpoint URL, the full body with its model, sample index): sampled repeats
+never collide, and a changed prompt, parameter or model never hits. Only answers are cached,
+never errors. A cache that cannot be opened (corrupt, locked, unwritable) is not fatal: the
+run goes on without it and says so once, since results live in the run's journal anyway.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DIR = ".evalkit"
+FILE = "cache.sqlite"
+_FLUSH_EVERY = 200
+
+
+def cache_dir(explicit: str | Path | None = None) -> Path:
+    """`--cache-dir`, else `EVALKIT_CACHE_DIR`, else `.evalkit/` under the current directory."""
+    return Path(explicit or os.environ.get("EVALKIT_CACHE_DIR") or DEFAULT_DIR)
+
+
+class Cache:
+    """Reads and writes answers; `read=False` is `--refresh` (write without reading)."""
+
+    def __init__(self, folder: Path, read: bool = True) -> None:
+        self.path = folder / FILE
+        self.read = read
+        self.hits = 0
+        self._pending: list[tuple[Any, ...]] = []
+        self._db: sqlite3.Connection | None = None
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, timeout=2.0, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, url TEXT, model TEXT,"
+                " sample INTEGER, body TEXT, answer TEXT, created_at REAL)"
+            )
+            db.execute("SELECT count(*) FROM answers").fetchone()
+            self._db = db
+        except (sqlite3.Error, OSError) as exc:
+            print(
+                f"warning: cache {self.path} is unusable ({exc}); running without the cache",
+                file=sys.stderr,
+            )
+
+    @property
+    def usable(self) -> bool:
+        return self._db is not None
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        if self._db is None or not self.read:
+            return None
+        try:
+            row = self._db.execute("SELECT answer FROM answers WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error:
+            return None
+        if row is None:
+            return None
+        self.hits += 1
+        answer: dict[str, Any] = json.loads(row[0])
+        return answer
+
+    def put(
+        self, key: str, url: str, body: dict[str, Any], sample: int, answer: dict[str, Any]
+    ) -> None:
+        if self._db is None:
+            return
+        self._pending.append(
+            (
+                key,
+                url,
+                str(body.get("model")),
+                sample,
+                json.dumps(body),
+                json.dumps(answer),
+                time.time(),
+            )
+        )
+        if len(self._pending) >= _FLUSH_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._db is None or not self._pending:
+            return
+        rows, self._pending = self._pending, []
+        try:
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.executemany("INSERT OR REPLACE INTO answers VALUES (?,?,?,?,?,?,?)", rows)
+        except sqlite3.Error as exc:
+            print(f"warning: could not write to the cache {self.path}: {exc}", file=sys.stderr)
+
+    def close(self) -> None:
+        self.flush()
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+
+def stats(folder: Path) -> dict[str, Any]:
+    """Entries, size on disk, and entries per model."""
+    path = folder / FILE
+    if not path.exists():
+        return {"path": str(path), "entries": 0, "bytes": 0, "models": {}}
+    db = sqlite3.connect(path)
+    try:
+        models = dict(db.execute("SELECT model, count(*) FROM answers GROUP BY model").fetchall())
+    finally:
+        db.close()
+    size = sum(p.stat().st_size for p in folder.glob(FILE + "*"))
+    return {"path": str(path), "entries": sum(models.values()), "bytes": size, "models": models}
+
+
+def clear(folder: Path) -> int:
+    """Delete every cached answer; returns how many there were."""
+    removed = stats(folder)["entries"]
+    for path in folder.glob(FILE + "*"):
+        path.unlink()
+    return int(removed)
+
+
+def explain(folder: Path, run_dir: Path, case: str, model: str) -> list[dict[str, Any]]:
+    """Each request of `case` × `model` in a run: its key, the key's parts, and whether the
+    cache holds it now (for `evalkit cache explain`)."""
+    from evalkit.errors import InputError
+    from evalkit.store import read_journal, read_manifest
+
+    read_manifest(run_dir)
+    found = []
+    for entry in read_journal(run_dir):
+        if entry.get("kind") or entry.get("case_id") != case:
+            continue
+        if model not in (entry.get("model"), entry.get("model_id")):
+            continue
+        stored = lookup_entry(folder, entry["key"])
+        body = stored["body"] if stored else _body_from_journal(entry)
+        found.append(
+            {
+                "key": entry["key"],
+                "variant": entry.get("variant", ""),
+                "sample": entry.get("sample"),
+                "in_cache": stored is not None,
+                "url": stored["url"]
+                if stored
+                else f"(not cached; endpoint {entry.get('endpoint')})",
+                "model": entry.get("model_id"),
+                "body": body,
+            }
+        )
+    if not found:
+        raise InputError(f"{run_dir}: no request for case '{case}' and model '{model}'")
+    return found
+
+
+def _body_from_journal(entry: dict[str, Any]) -> dict[str, Any]:
+    """The request body as sent, rebuilt from its journal line."""
+    body: dict[str, Any] = {"model": str(entry.get("model_id", "")).split("/", 1)[-1]}
+    body["messages" if entry.get("endpoint") == "chat" else "prompt"] = entry.get("prompt")
+    if entry.get("suffix") is not None:
+        body["suffix"] = entry["suffix"]
+    return {**body, **(entry.get("params") or {})}
+
+
+def lookup_entry(folder: Path, key: str) -> dict[str, Any] | None:
+    """The stored row for `key` (for `evalkit cache explain`), or None."""
+    path = folder / FILE
+    if not path.exists():
+        return None
+    db = sqlite3.connect(path)
+    try:
+        row = db.execute(
+            "SELECT url, model, sample, body, created_at FROM answers WHERE key = ?", (key,)
+        ).fetchone()
+    finally:
+        db.close()
+    if row is None:
+        return None
+    return {
+        "url": row[0],
+        "model": row[1],
+        "sample": row[2],
+        "body": json.loads(row[3]),
+        "created_at": row[4],
+    }

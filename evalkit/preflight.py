@@ -1,0 +1,125 @@
+"""Before anything is sent: requests, tokens and the most each model can cost, and overflows.
+
+`evalkit run --dry-run` prints this; every run checks the context windows the same way, so
+a case whose prompt plus `max_tokens` cannot fit its model is bad input (exit 2) unless
+`--allow-overflow` says to send it anyway (the server will answer with an error row).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from evalkit.errors import Problem
+from evalkit.plan import groups
+from evalkit.render import Renderer
+from evalkit.suite import Suite
+from evalkit.targets import Target
+from evalkit.tokens import Counter
+
+
+@dataclass
+class ModelEstimate:
+    model: str
+    requests: int = 0  # first-round requests
+    prompt_tokens: int = 0
+    max_completion_tokens: int = 0
+    min_cost_usd: float = 0.0  # every prompt paid, no completion
+    max_cost_usd: float = 0.0  # every completion budget used, including max_tokens escalation
+    exact_tokens: bool = True  # False when the model's tokenizer is not available offline
+    overflows: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def estimate(
+    suite: Suite, targets: list[Target], samples: int | None = None
+) -> list[ModelEstimate]:
+    """The dry-run estimate per model."""
+    renderer = Renderer()
+    out = []
+    for target in targets:
+        counter = Counter(target.info)
+        info = target.info
+        result = ModelEstimate(target.label, exact_tokens=counter.exact)
+        for group in groups(suite, target, samples, renderer):
+            request = group.request(0, group.params.max_tokens)
+            prompt = counter.body(request.body)
+            max_tokens = request.max_tokens
+            choices = request.choices * group.samples
+            if max_tokens is None:
+                max_tokens = max(1, info.context_window - prompt)
+            rounds = _round_budgets(
+                max_tokens, group.max_tokens_cap if group.select != "all" else None
+            )
+            completion = sum(rounds) * choices
+            result.requests += group.samples
+            result.prompt_tokens += prompt * group.samples
+            result.max_completion_tokens += completion
+            result.min_cost_usd += info.cost(prompt * group.samples, 0)
+            result.max_cost_usd += info.cost(prompt * group.samples * len(rounds), completion)
+            if prompt + max_tokens > info.context_window:
+                result.overflows.append(
+                    {
+                        "case_id": group.case.key,
+                        "variant": group.variant,
+                        "prompt_tokens": prompt,
+                        "max_tokens": max_tokens,
+                        "context_window": info.context_window,
+                    }
+                )
+        out.append(result)
+    return out
+
+
+def overflow_problems(suite: Suite, estimates: list[ModelEstimate]) -> list[Problem]:
+    """One located problem per case that cannot fit a model's context window."""
+    problems = []
+    for model in estimates:
+        for over in model.overflows:
+            index = next(i for i, c in enumerate(suite.cases) if c.key == over["case_id"])
+            file, line = suite.locator.line_of(("cases", index))
+            variant = f"variant '{over['variant']}': " if over["variant"] else ""
+            problems.append(
+                Problem(
+                    file or suite.source,
+                    line,
+                    f"cases[{index}]",
+                    f"case '{over['case_id']}': {variant}{over['prompt_tokens']} prompt tokens + "
+                    f"max_tokens {over['max_tokens']} exceed {model.model}'s context window of "
+                    f"{over['context_window']} (use --allow-overflow to send it anyway)",
+                )
+            )
+    return problems
+
+
+def _round_budgets(max_tokens: int, cap: int | None) -> list[int]:
+    """max_tokens of each possible round: doubling up to the cap when resampling escalates."""
+    rounds = [max_tokens]
+    while cap is not None and rounds[-1] < cap:
+        rounds.append(min(cap, rounds[-1] * 2))
+    return rounds
+
+
+def table(estimates: list[ModelEstimate]) -> str:
+    """The dry-run table, one line per model."""
+    header = ("model", "requests", "prompt tokens", "max completion", "min $", "max $", "overflows")
+    rows = [header]
+    for e in estimates:
+        approx = "" if e.exact_tokens else "~"
+        rows.append(
+            (
+                e.model,
+                f"{e.requests:,}",
+                f"{approx}{e.prompt_tokens:,}",
+                f"{e.max_completion_tokens:,}",
+                f"{e.min_cost_usd:.4f}",
+                f"{e.max_cost_usd:.4f}",
+                str(len(e.overflows)),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
