@@ -47,6 +47,7 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "logprobs": ("string", "token logprobs as returned, JSON"),
     "started_at": ("datetime64[ns, UTC]", "when the request was first sent"),
     "max_tokens": ("Int64", "max_tokens sent"),
+    "round": ("Int64", "resampling round: 0, then 1, 2... each after all samples hit length"),
     "params": ("string", "request parameters sent, JSON"),
     "selected": ("boolean", "the sample kept by the suite's select policy"),
     "passed": ("boolean", "every required check passed (False for a failed request)"),
@@ -85,6 +86,7 @@ def rows(entry: dict[str, Any], run_id: str, suite: str) -> list[dict[str, Any]]
         "system_fingerprint": entry.get("system_fingerprint"),
         "started_at": entry.get("started_at"),
         "max_tokens": entry.get("max_tokens"),
+        "round": entry.get("round", 0),
         "params": _json(entry.get("params")),
     }
     prompt_tokens = _split(entry.get("prompt_tokens"), count)

@@ -52,6 +52,7 @@ def openai(fake_server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> Iterator
     fake_server.latency_ms = 0
     fake_server.rate_429 = 0.0
     fake_server.api_key = None
+    fake_server.tokenizer = None
     monkeypatch.setenv("OPENAI_BASE_URL", fake_server.url)
     monkeypatch.setenv("OPENAI_API_KEY", TEST_KEY)
     yield fake_server

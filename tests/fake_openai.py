@@ -42,7 +42,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -355,8 +355,12 @@ def _int_param(body: dict[str, Any], name: str, lo: int, hi: int) -> int | None:
     return value
 
 
-def _parse_job(body: Any, chat: bool) -> _Job:
-    """Validate like the real API does, so client bugs surface as 400s in tests."""
+def _parse_job(body: Any, chat: bool, tokens: Callable[[str], int] | None = None) -> _Job:
+    """Validate like the real API does, so client bugs surface as 400s in tests.
+
+    `tokens` counts prompt tokens like the real API (a tokenizer, plus the chat format's
+    per-message overhead); without it, prompt tokens are whitespace-separated words.
+    """
     if not isinstance(body, dict):
         raise _BadRequest("We could not parse the JSON body of your request.")
     model = body.get("model")
@@ -372,10 +376,17 @@ def _parse_job(body: Any, chat: bool) -> _Job:
             if not isinstance(msg, dict) or not isinstance(msg.get("role"), str):
                 raise _BadRequest("Each message must be an object with a 'role'.", "messages")
             text = _message_text(msg.get("content"))
-            prompt_tokens += _words(text)
+            if tokens is None:
+                prompt_tokens += _words(text)
+            else:  # the chat format: <|start|>role<|message|>content<|end|>, name costs one more
+                prompt_tokens += 3 + tokens(msg["role"]) + tokens(text)
+                if isinstance(msg.get("name"), str):
+                    prompt_tokens += 1 + tokens(msg["name"])
             if msg["role"] == "user":
                 last_user = text
         prompts = [last_user]
+        if tokens is not None:
+            prompt_tokens += 3  # every reply is primed with <|start|>assistant<|message|>
         max_tokens = _int_param(body, "max_completion_tokens", 1, 10**9)
         if max_tokens is None:
             max_tokens = _int_param(body, "max_tokens", 1, 10**9)
@@ -396,12 +407,14 @@ def _parse_job(body: Any, chat: bool) -> _Job:
             prompts = [" ".join(map(str, p)) for p in prompt]
         else:
             raise _BadRequest("'prompt' must be a string or an array.", "prompt")
-        prompt_tokens = sum(map(_words, prompts))
+        prompt_tokens = sum(map(tokens or _words, prompts))
         max_tokens = _int_param(body, "max_tokens", 1, 10**9)
         logprobs = _int_param(body, "logprobs", 0, 5)
         suffix = body.get("suffix")
         if suffix is not None and not isinstance(suffix, str):
             raise _BadRequest("'suffix' must be a string.", "suffix")
+        if suffix and tokens is not None:
+            prompt_tokens += tokens(suffix)
     n = _int_param(body, "n", 1, 128) or 1
     temperature = body.get("temperature", 1.0)
     if temperature is None:
@@ -509,6 +522,7 @@ class FakeOpenAI:
         self.seed = seed
         self.record = record
         self.models = list(models)
+        self.tokenizer: Callable[[str], int] | None = None  # count prompt tokens like the API
         self._requested_port = port
         self._lock = threading.Lock()
         self._log: list[RequestRecord] = []
@@ -775,7 +789,7 @@ class FakeOpenAI:
             if early is not None:
                 return early
         try:
-            job = _parse_job(body, chat)
+            job = _parse_job(body, chat, self.tokenizer)
         except _BadRequest as exc:
             return _error_response(400, _error_body(400, message=exc.message, param=exc.param))
         choices = _generate(job)
