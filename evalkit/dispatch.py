@@ -356,6 +356,7 @@ def _entry(
         "sample": request.sample,
         "n": request.choices,
         "vars": request.case.vars,
+        "must_pass": request.case.must_pass,
         "prompt": body.get("messages") if request.endpoint == "chat" else body.get("prompt"),
         "suffix": body.get("suffix"),
         "params": {k: v for k, v in body.items() if k not in _WIRE_KEYS},

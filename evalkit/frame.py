@@ -50,6 +50,7 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "round": ("Int64", "resampling round: 0, then 1, 2... each after all samples hit length"),
     "params": ("string", "request parameters sent, JSON"),
     "selected": ("boolean", "the sample kept by the suite's select policy"),
+    "must_pass": ("boolean", "the case is marked must_pass: any regression fails the gate"),
     "passed": ("boolean", "every required check passed (False for a failed request)"),
     "score": ("float64", "weighted mean of the check scores, 0..1"),
     "check_reasons": ("string", "why each failed check failed, JSON {name: reason}"),
@@ -87,6 +88,7 @@ def rows(entry: dict[str, Any], run_id: str, suite: str) -> list[dict[str, Any]]
         "started_at": entry.get("started_at"),
         "max_tokens": entry.get("max_tokens"),
         "round": entry.get("round", 0),
+        "must_pass": bool(entry.get("must_pass", False)),
         "params": _json(entry.get("params")),
     }
     prompt_tokens = _split(entry.get("prompt_tokens"), count)

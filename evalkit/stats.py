@@ -1,0 +1,99 @@
+"""Statistics that tell a real difference from noise: pure functions, no state.
+
+- `wilson`: the 95% interval of a pass rate (good at small n and near 0 or 1).
+- `mcnemar_exact`: two models (or two runs) on the same cases: only the cases where they
+  disagree carry information; under "no difference" each disagreement is a fair coin.
+- `paired_bootstrap`: the interval of a mean difference of paired scores.
+- `min_detectable_difference`: the smallest pass-rate change a suite of n cases can detect.
+- `holm`: Holm's step-down correction when several pairs are tested at once.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from statistics import NormalDist
+
+
+def wilson(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for `successes` out of `n`; (nan, nan) when n is 0."""
+    if n <= 0:
+        return (math.nan, math.nan)
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value: b cases pass only in A, c pass only in B."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    k = min(b, c)
+    tail: float = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return min(1.0, 2.0 * tail)
+
+
+def paired_bootstrap(
+    a: Sequence[float],
+    b: Sequence[float],
+    iterations: int = 10_000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """Mean of (b - a) over paired items, with a percentile bootstrap interval."""
+    if len(a) != len(b):
+        raise ValueError("paired samples must have the same length")
+    n = len(a)
+    if n == 0:
+        return (math.nan, math.nan, math.nan)
+    diffs = [y - x for x, y in zip(a, b, strict=True)]
+    mean = sum(diffs) / n
+    if all(d == diffs[0] for d in diffs):
+        return (mean, mean, mean)
+    try:
+        import numpy as np
+
+        rng = np.random.default_rng(seed)
+        values = np.asarray(diffs, dtype=float)
+        means = values[rng.integers(0, n, size=(iterations, n))].mean(axis=1)
+        low, high = np.quantile(means, [(1 - confidence) / 2, (1 + confidence) / 2])
+        return (mean, float(low), float(high))
+    except ImportError:  # pragma: no cover - numpy comes with pandas
+        generator = random.Random(seed)
+        boot = sorted(sum(generator.choices(diffs, k=n)) / n for _ in range(iterations))
+        lo = boot[int((1 - confidence) / 2 * (iterations - 1))]
+        hi = boot[int((1 + confidence) / 2 * (iterations - 1))]
+        return (mean, lo, hi)
+
+
+def min_detectable_difference(
+    n: int, pass_rate: float = 0.5, alpha: float = 0.05, power: float = 0.8
+) -> float:
+    """The smallest pass-rate difference detectable with `power` at two-sided `alpha`.
+
+    Normal approximation for two proportions around `pass_rate` with n cases each; a paired
+    test on the same cases does at least as well when outcomes are correlated, so this is
+    the honest upper bound to quote for "how big a change can this suite see".
+    """
+    if n <= 0:
+        return math.nan
+    p = min(max(pass_rate, 0.05), 0.95)  # keep the bound informative at the edges
+    z = NormalDist().inv_cdf(1 - alpha / 2) + NormalDist().inv_cdf(power)
+    return min(1.0, z * math.sqrt(2 * p * (1 - p) / n))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-adjusted p-values, in the input order."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted
