@@ -26,9 +26,9 @@ def max_cost(request: Request, counter: Counter) -> float:
 class Budget:
     """Spent and reserved dollars against an optional ceiling."""
 
-    def __init__(self, limit: float | None) -> None:
+    def __init__(self, limit: float | None, spent: float = 0.0) -> None:
         self.limit = limit
-        self.spent = 0.0
+        self.spent = spent  # a resumed run starts from what it already spent
         self.reserved = 0.0
         self.refused = 0  # requests not sent because of the ceiling
 

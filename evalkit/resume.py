@@ -83,7 +83,7 @@ def unfinished_runs(root: Path, suite_path: str, model_ids: Iterable[str]) -> li
         if (
             same_suite
             and models == wanted_models
-            and manifest.get("status") in ("running", "interrupted")
+            and manifest.get("status") in ("running", "interrupted", "budget")
         ):
             found.append(manifest_path.parent)
     return found

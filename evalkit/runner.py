@@ -109,7 +109,7 @@ def resume_run(run_dir: Path, settings: RunSettings | None = None) -> RunResult:
         max_retries=options.get("max_retries", base.max_retries),
         max_error_rate=options.get("max_error_rate", base.max_error_rate),
         timeout_s=options.get("timeout_s", base.timeout_s),
-        max_cost=options.get("max_cost"),
+        max_cost=base.max_cost if base.max_cost is not None else options.get("max_cost"),
         allow_overflow=options.get("allow_overflow", False),
         out=run_dir.parent,
     )
@@ -260,7 +260,7 @@ async def _execute(
         progress,
         Path(suite.source).parent,
         cache,
-        Budget(settings.max_cost),
+        Budget(settings.max_cost, run.manifest.get("counts", {}).get("spent_usd", 0.0)),
         resume.prior if resume else None,
     )
     in_flight = sum(t.concurrency for t in [*targets, *judges])
@@ -360,8 +360,17 @@ def _finish(
         "failed_samples": failed,
         "spent_usd": state.budget.spent,
     }
+    try:
+        frame.to_parquet(run.path / RESULTS, index=False)
+    except OSError as exc:
+        (run.path / RESULTS).unlink(missing_ok=True)
+        status = "failed"
+        reason = "; ".join(
+            filter(
+                None, [reason, f"cannot write {RESULTS} ({exc}); the journal holds every result"]
+            )
+        )
     run.finish(status, reason=reason, counts=counts, per_model=state.per_model)
-    frame.to_parquet(run.path / RESULTS, index=False)
     if failures and isinstance(failures[0], RunError):
         raise failures[0]
     return RunResult(

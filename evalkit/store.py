@@ -8,6 +8,7 @@ options.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -61,15 +62,23 @@ class RunDir:
         return run
 
     def open_journal(self) -> None:
-        self._journal = (self.path / JOURNAL).open("a", encoding="utf-8")
+        """Open for appending, first cutting a torn last line a killed writer left behind."""
+        path = self.path / JOURNAL
+        if path.is_file() and path.stat().st_size:
+            _cut_torn_tail(path)
+        self._journal = path.open("a", encoding="utf-8")
 
     def append(self, entry: dict[str, Any]) -> None:
         """Write one finished request; fails loudly (RunError) if it cannot be written."""
-        assert self._journal is not None, "open_journal() first"
+        if self._journal is None:
+            raise RunError(f"the journal {self.path / JOURNAL} is closed after a write failed")
         try:
             self._journal.write(json.dumps(entry, separators=(",", ":"), default=str) + "\n")
             self._journal.flush()
         except OSError as exc:
+            journal, self._journal = self._journal, None
+            with contextlib.suppress(OSError):
+                journal.close()  # its buffer cannot be written either; drop it
             raise RunError(
                 f"cannot write the journal {self.path / JOURNAL}: {exc.strerror}; "
                 "everything written before this request is kept"
@@ -94,6 +103,25 @@ class RunDir:
         tmp = self.path / (MANIFEST + ".tmp")
         tmp.write_text(json.dumps(self.manifest, indent=2, default=str) + "\n", encoding="utf-8")
         os.replace(tmp, self.path / MANIFEST)
+
+
+def _cut_torn_tail(path: Path) -> None:
+    """Truncate the file after its last newline (reading only its tail)."""
+    with path.open("rb+") as journal:
+        end = journal.seek(0, os.SEEK_END)
+        position = end
+        while position > 0:
+            start = max(0, position - 65536)
+            journal.seek(start)
+            chunk = journal.read(position - start)
+            newline = chunk.rfind(b"\n")
+            if newline >= 0:
+                keep = start + newline + 1
+                if keep != end:
+                    journal.truncate(keep)
+                return
+            position = start
+        journal.truncate(0)
 
 
 def read_manifest(run_dir: Path) -> dict[str, Any]:

@@ -68,3 +68,35 @@ def test_an_existing_run_directory_is_never_overwritten(tmp_path: Path) -> None:
     RunDir.create(tmp_path, "r1", {})
     with pytest.raises(InputError, match="cannot create run directory"):
         RunDir.create(tmp_path, "r1", {})
+
+
+def test_a_full_disk_fails_loudly_and_keeps_what_was_written(
+    openai: object, tmp_path: Path
+) -> None:
+    """The file-size limit stands in for a full disk: the journal write fails mid-run."""
+    import subprocess
+    import sys
+
+    cases = "".join(f"  - {{id: c{i}, vars: {{a: answer{i}}}}}\n" for i in range(200))
+    (tmp_path / "s.yaml").write_text(
+        "models: [openai/gpt-3.5-turbo]\nprompt: [{role: user, content: 'ANSWER: {{ a }}'}]\n"
+        "cases:\n" + cases
+    )
+    script = (
+        "import resource, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))\n"
+        "from evalkit.cli import main\n"
+        "sys.exit(main(['run', 's.yaml', '--out', 'runs', '--no-cache', '-j', '1']))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 3, result.stderr
+    assert "cannot write the journal" in result.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    kept = list(read_journal(run_dir))
+    assert 10 < len(kept) < 200
+    assert [e["case_id"] for e in kept] == [f"c{i}" for i in range(len(kept))]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and "journal" in manifest["reason"]
