@@ -10,7 +10,7 @@ import difflib
 from dataclasses import dataclass, replace
 from typing import Literal
 
-EndpointKind = Literal["chat", "completions", "both"]
+EndpointKind = Literal["chat", "completions", "both", "moderation"]
 
 
 @dataclass(frozen=True)
@@ -180,6 +180,26 @@ CATALOG: tuple[ModelInfo, ...] = (
         "2023-01-01",
         "r50k_base",
         deprecated="2024-01-04",
+    ),
+    ModelInfo(
+        "openai/omni-moderation-latest",
+        "moderation",
+        32_768,
+        0.0,
+        0.0,
+        "2024-09-26",
+        "o200k_base",
+        note="moderations endpoint, free",
+    ),
+    ModelInfo(
+        "openai/text-moderation-latest",
+        "moderation",
+        32_768,
+        0.0,
+        0.0,
+        "2023-08-01",
+        "cl100k_base",
+        note="moderations endpoint, free",
     ),
     ModelInfo(
         "local/gemma-3-270m",

@@ -103,17 +103,13 @@ def is_json(arg: Any, output: str, record: Record) -> Verdict:
 
 
 def json_schema(arg: dict[str, Any], output: str, record: Record) -> Verdict:
-    import jsonschema
 
     try:
         value = json.loads(output)
     except ValueError as exc:
         return Verdict(False, 0.0, f"not JSON: {exc}")
-    error = jsonschema.exceptions.best_match(_validator(json.dumps(arg)).iter_errors(value))
-    if error is None:
-        return Verdict(True, 1.0, "")
-    where = "/".join(str(p) for p in error.absolute_path) or "(root)"
-    return Verdict(False, 0.0, f"schema: at {where}: {error.message}")
+    error = _schema_error(arg, value)
+    return Verdict(True, 1.0, "") if error is None else Verdict(False, 0.0, f"schema: {error}")
 
 
 @cache
@@ -174,6 +170,78 @@ def similarity(arg: Any, output: str, record: Record) -> Verdict:
     score = float(Levenshtein.normalized_similarity(output.strip(), str(spec["value"]).strip()))
     threshold = float(spec.get("threshold", 0.8))
     return Verdict(score >= threshold, score, f"similarity {score:.2f} < {threshold:.2f}")
+
+
+def _calls(record: Record) -> list[dict[str, Any]]:
+    return list(record.get("tool_calls") or [])
+
+
+def tool_call(arg: Any, output: str, record: Record) -> Verdict:
+    """The model called the expected tool (with these arguments), or none when `none`."""
+    calls = _calls(record)
+    if arg == "none":
+        names = [c.get("name") for c in calls]
+        return _ok(not calls, f"expected no tool call, got {names}")
+    spec: dict[str, Any] = {"name": arg} if isinstance(arg, str) else dict(arg)
+    matching = [c for c in calls if c.get("name") == spec["name"]]
+    if not matching:
+        got = [c.get("name") for c in calls] or "a text answer"
+        return Verdict(False, 0.0, f"expected a call to {spec['name']}, got {got}")
+    reasons = []
+    for call in matching:
+        try:
+            parsed = json.loads(call.get("arguments") or "")
+        except ValueError as exc:
+            reasons.append(f"arguments are not JSON ({exc})")
+            continue
+        wanted: dict[str, Any] = spec.get("arguments") or {}
+        arguments: dict[str, Any] = parsed if isinstance(parsed, dict) else {}
+        wrong = {k: arguments.get(k) for k, v in wanted.items() if arguments.get(k) != v}
+        if wrong:
+            expected = {k: wanted[k] for k in wrong}
+            reasons.append(f"arguments differ: got {wrong}, expected {expected}")
+            continue
+        if spec.get("schema") is not None:
+            error = _schema_error(spec["schema"], parsed)
+            if error:
+                reasons.append(f"arguments: {error}")
+                continue
+        return Verdict(True, 1.0, "")
+    return Verdict(False, 0.0, "; ".join(reasons))
+
+
+def tool_args_valid(arg: Any, output: str, record: Record) -> Verdict:
+    """Every call's arguments parse and match the declared tool's parameters schema."""
+    params = record.get("params") or {}
+    declared = {
+        t["function"]["name"]: t["function"].get("parameters")
+        for t in params.get("tools") or []
+        if isinstance(t, dict) and isinstance(t.get("function"), dict)
+    }
+    declared.update({f["name"]: f.get("parameters") for f in params.get("functions") or []})
+    for call in _calls(record):
+        name = call.get("name")
+        if name not in declared:
+            return Verdict(False, 0.0, f"called {name!r}, which is not a declared tool")
+        try:
+            parsed = json.loads(call.get("arguments") or "")
+        except ValueError as exc:
+            return Verdict(False, 0.0, f"{name}: arguments are not JSON ({exc})")
+        schema = declared[name]
+        error = _schema_error(schema, parsed) if schema else None
+        if error:
+            return Verdict(False, 0.0, f"{name}: {error}")
+    return Verdict(True, 1.0, "")
+
+
+def _schema_error(schema: dict[str, Any], value: Any) -> str | None:
+    import jsonschema
+
+    error = jsonschema.exceptions.best_match(_validator(json.dumps(schema)).iter_errors(value))
+    if error is None:
+        return None
+    where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+    return f"at {where}: {error.message}"
 
 
 def make_python_check(folder: Path) -> CheckFn:
@@ -247,8 +315,11 @@ CHECKS: dict[str, CheckFn] = {
     "finish_reason": finish_reason,
     "max_completion_tokens": _at_most("completion_tokens", " tokens"),
     "max_latency_ms": _at_most("latency_s", " ms", 1000.0),
+    "max_latency_s": _at_most("latency_s", " s"),
     "max_cost_usd": _at_most("cost_usd", " USD"),
     "similarity": similarity,
+    "tool_call": tool_call,
+    "tool_args_valid": tool_args_valid,
 }
 
 

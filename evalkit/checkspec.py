@@ -37,6 +37,17 @@ class SimilarityArg(_Arg):
     threshold: float = Field(0.8, ge=0, le=1)
 
 
+class ToolCallArg(_Arg):
+    name: str
+    arguments: dict[str, Any] | None = None  # each given key must equal the call's argument
+    schema_: dict[str, Any] | None = Field(None, alias="schema")  # JSON Schema for the arguments
+
+
+class ModerationArg(_Arg):
+    categories: list[str] | None = None  # fail only on these; default: any flag fails
+    model: str = "openai/omni-moderation-latest"
+
+
 class JudgeArg(_Arg):
     model: str
     rubric: str
@@ -63,17 +74,25 @@ ARG_TYPES: dict[str, Any] = {
     "finish_reason": FinishReason | list[FinishReason],
     "max_completion_tokens": int,
     "max_latency_ms": float,
+    "max_latency_s": float,
     "max_cost_usd": float,
     "similarity": str | SimilarityArg,
     "python": str,
     "judge": JudgeArg,
+    "tool_call": Literal["none"] | str | ToolCallArg,
+    "tool_args_valid": Literal[True] | None,
+    "moderation": Literal[True] | None | ModerationArg,
 }
 
 # names from DESIGN.md's short list, kept as spellings of the canonical kinds
-ALIASES = {"max_tokens": "max_completion_tokens", "max_cost": "max_cost_usd"}
+ALIASES = {
+    "max_tokens": "max_completion_tokens",
+    "max_cost": "max_cost_usd",
+    "max_latency": "max_latency_s",
+}
 
 # kinds whose string arguments are not Jinja templates
-UNTEMPLATED = frozenset({"json_schema", "python"})
+UNTEMPLATED = frozenset({"json_schema", "python", "moderation"})
 
 _OPTIONS = ("name", "weight", "required")
 _ADAPTERS = {kind: TypeAdapter(t) for kind, t in ARG_TYPES.items()}
@@ -98,7 +117,7 @@ class Check(BaseModel):
 
     @property
     def label(self) -> str:
-        """The check's column name: its `name`, else its kind (prefixed `not_` if negated)."""
+        """The check's column name: its `name`, else its kind (prefixed `not.` if negated)."""
         return self.name or (f"not.{self.kind}" if self.negate else self.kind)
 
     @model_validator(mode="before")
@@ -151,7 +170,9 @@ def _validated_arg(kind: str, arg: Any) -> Any:
         )
     if kind == "json_schema":
         _check_schema(value)
-    return value.model_dump() if isinstance(value, BaseModel) else value
+    if isinstance(value, ToolCallArg) and value.schema_ is not None:
+        _check_schema(value.schema_)
+    return value.model_dump(by_alias=True) if isinstance(value, BaseModel) else value
 
 
 def _is_field(part: object) -> bool:

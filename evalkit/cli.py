@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 
 from evalkit import cache
 from evalkit.cache import cache_dir
-from evalkit.console import models_table, summary_table
+from evalkit.compare import compare_runs, parse_policy
+from evalkit.console import comparison_text, models_table, summary_table
 from evalkit.errors import ConfigError, EvalkitError, SuiteError
 from evalkit.frame import load_run
 from evalkit.load import load_suite
@@ -133,8 +134,24 @@ def run(
             "--progress/--no-progress", help="Live progress bar (default: on a terminal)."
         ),
     ] = None,
+    baseline: Annotated[
+        Path | None,
+        typer.Option("--baseline", help="Compare with this run; exit 1 on a regression."),
+    ] = None,
+    fail_on: Annotated[
+        str, typer.Option("--fail-on", help="With --baseline: any | significant | threshold:X.")
+    ] = "significant",
+    alpha: Annotated[
+        float, typer.Option("--alpha", min=0.0001, max=0.5, help="With --baseline.")
+    ] = 0.05,
+    write_report: Annotated[
+        bool, typer.Option("--report", help="Write report.html, report.md, junit.xml.")
+    ] = False,
 ) -> None:
     """Send every case to every model; write a run directory (manifest, journal, results)."""
+    if baseline is not None:
+        parse_policy(fail_on)  # a bad policy is bad input before anything is sent
+        load_run(baseline)
     settings = RunSettings(
         models=model,
         concurrency=jobs,
@@ -150,8 +167,9 @@ def run(
         cache_dir=cache_dir_option,
         allow_overflow=allow_overflow,
     )
+    after = _AfterRun(baseline, fail_on, alpha, write_report)
     if resume is not None:
-        raise typer.Exit(_report(resume_run(resume, settings)))
+        raise typer.Exit(after(resume_run(resume, settings)))
     if not suites:
         raise ConfigError("give a suite file to run, or --resume RUN_DIR")
     worst = 0
@@ -162,7 +180,7 @@ def run(
             continue
         unfinished = _offer_resume(suite, settings)
         result = resume_run(unfinished, settings) if unfinished else run_suite(suite, settings)
-        worst = max(worst, _report(result))
+        worst = max(worst, after(result))
     if worst:
         raise typer.Exit(worst)
 
@@ -201,18 +219,76 @@ def _offer_resume(suite: Suite, settings: RunSettings) -> Path | None:
     return None
 
 
-def _report(result: RunResult) -> int:
-    for label, stats in result.per_model.items():
-        typer.echo(
-            f"{label}: {stats['requests']} requests, {stats['errors']} errors, "
-            f"{stats['cached']} cached, ${stats['cost_usd']:.4f}"
-        )
-    typer.echo(summary_table(summarize(load_run(result.run_dir))))
-    if result.failed_samples:
-        typer.echo(f"{result.failed_samples} sample(s) failed their checks")
-    if result.reason:
-        typer.echo(f"run {result.status}: {result.reason}", err=True)
-    return result.exit_code
+class _AfterRun:
+    """Print a finished run's summary; compare with the baseline and write reports if asked."""
+
+    def __init__(self, baseline: Path | None, fail_on: str, alpha: float, report: bool) -> None:
+        self.baseline, self.fail_on, self.alpha, self.report = baseline, fail_on, alpha, report
+
+    def __call__(self, result: RunResult) -> int:
+        for label, stats in result.per_model.items():
+            typer.echo(
+                f"{label}: {stats['requests']} requests, {stats['errors']} errors, "
+                f"{stats['cached']} cached, ${stats['cost_usd']:.4f}"
+            )
+        frame = load_run(result.run_dir)
+        typer.echo(summary_table(summarize(frame)))
+        if result.failed_samples:
+            typer.echo(f"{result.failed_samples} sample(s) failed their checks")
+        if result.reason:
+            typer.echo(f"run {result.status}: {result.reason}", err=True)
+        code = result.exit_code
+        comparison = None
+        if self.baseline is not None and result.status == "complete":
+            comparison = compare_runs(load_run(self.baseline), frame, self.fail_on, self.alpha)
+            typer.echo(comparison_text(comparison))
+            code = 1 if comparison.failed else 0  # the gate decides, not each failing check
+        if self.report:
+            from evalkit.report import write_reports
+
+            for path in write_reports(result.run_dir, None, ("html", "md", "junit"), comparison):
+                typer.echo(str(path))
+        return code
+
+
+@app.command()
+def compare(
+    base: Annotated[Path, typer.Argument(help="The baseline run directory.")],
+    new: Annotated[Path, typer.Argument(help="The candidate run directory.")],
+    fail_on: Annotated[
+        str, typer.Option("--fail-on", help="any | significant | threshold:X (a pass-rate drop).")
+    ] = "significant",
+    alpha: Annotated[
+        float, typer.Option("--alpha", min=0.0001, max=0.5, help="Significance level.")
+    ] = 0.05,
+) -> None:
+    """Which cases flipped between two runs, and whether it is a regression (exit 1)."""
+    result = compare_runs(load_run(base), load_run(new), fail_on, alpha)
+    typer.echo(comparison_text(result))
+    if result.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    formats: Annotated[
+        str, typer.Option("--format", help="Comma-separated: html, md, junit.")
+    ] = "html,md,junit",
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Where to write (default: the run directory).")
+    ] = None,
+    baseline: Annotated[
+        Path | None, typer.Option("--baseline", help="Include a comparison with this run.")
+    ] = None,
+) -> None:
+    """Write report.html (self-contained), report.md (CI summary) and junit.xml."""
+    from evalkit.report import write_reports
+
+    comparison = compare_runs(load_run(baseline), load_run(run_dir)) if baseline else None
+    wanted = [f.strip() for f in formats.split(",") if f.strip()]
+    for path in write_reports(run_dir, out_dir, wanted, comparison):
+        typer.echo(str(path))
 
 
 cache_app = typer.Typer(no_args_is_help=True, help="The response cache: stats, clear, explain.")
@@ -288,6 +364,9 @@ def main(argv: list[str] | None = None) -> int:
             err=True,
         )
         return 4
+    if result == 130:  # Ctrl-C before the run began sending: an interrupted run
+        typer.echo("interrupted", err=True)
+        return 3
     return result if isinstance(result, int) else 0
 
 

@@ -10,6 +10,8 @@ from evalkit.catalog import CATALOG
 if TYPE_CHECKING:
     import pandas as pd
 
+    from evalkit.compare import RunComparison
+
 
 def table(rows: Sequence[Sequence[str]]) -> str:
     """Rows (the first is the header) as left-aligned columns."""
@@ -67,3 +69,45 @@ def fmt(value: object, pattern: str) -> str:
     """`pattern` applied to a number; '-' for a missing one (None or NaN)."""
     number = float(value) if isinstance(value, int | float) else float("nan")
     return pattern.format(number) if number == number else "-"
+
+
+def comparison_text(comparison: RunComparison, limit: int = 20) -> str:
+    """`evalkit compare` as text: verdict, the change with its interval, flipped cases."""
+    c = comparison
+    lines = [
+        f"{c.verdict.upper()}: {'; '.join(c.reasons) or 'no regression by the policy'} "
+        f"(--fail-on {c.policy}, alpha {c.alpha:g})",
+        f"suite {c.suite}: {c.cases} paired cases; pass rate {fmt(c.base_pass_rate, '{:.1%}')} -> "
+        f"{fmt(c.new_pass_rate, '{:.1%}')} ({fmt(c.delta, '{:+.1%}')}, 95% CI "
+        f"{fmt(c.delta_low, '{:+.1%}')} to {fmt(c.delta_high, '{:+.1%}')}), "
+        f"McNemar p = {c.p_value:.3g}",
+        f"this suite can detect changes of about {fmt(c.min_detectable, '{:.1%}')} or more "
+        "(80% power)",
+    ]
+    for title, flips in (
+        ("regressions (pass -> fail)", c.regressions),
+        ("fixes (fail -> pass)", c.fixes),
+    ):
+        lines.append(f"{len(flips)} {title}")
+        for flip in flips[:limit]:
+            where = f"{flip.case_id}" + (f" [{flip.variant}]" if flip.variant else "")
+            must = " (must_pass)" if flip.must_pass else ""
+            before, after = _clip(flip.base_output), _clip(flip.new_output)
+            lines.append(f"  {where} {flip.model}{must}: {before!r} -> {after!r}")
+            if flip.reasons:
+                lines.append(f"    {_clip(flip.reasons, 160)}")
+        if len(flips) > limit:
+            lines.append(f"  ... and {len(flips) - limit} more")
+    if c.only_in_base or c.only_in_new:
+        lines.append(
+            f"not compared: {len(c.only_in_base)} case(s) only in the baseline, "
+            f"{len(c.only_in_new)} only in the new run (suite changed)"
+        )
+        for case_id, variant, model in [*c.only_in_base, *c.only_in_new][:limit]:
+            lines.append(f"  {case_id}{f' [{variant}]' if variant else ''} {model}")
+    return "\n".join(lines)
+
+
+def _clip(text: str | None, width: int = 60) -> str:
+    text = (text or "").replace("\n", "\\n")
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -17,9 +17,10 @@ from typing import Any
 from evalkit.budget import Budget, max_cost
 from evalkit.cache import Cache
 from evalkit.checks import Verdict, evaluate
-from evalkit.checkspec import JudgeArg
+from evalkit.checkspec import Check, JudgeArg
 from evalkit.judge import judge_request, parse_verdict
 from evalkit.limits import ModelLimits
+from evalkit.moderation import moderation_request, moderation_spec, parse_result
 from evalkit.plan import Group, Request
 from evalkit.progress import Progress
 from evalkit.providers import Completion, Provider, ProviderError
@@ -28,6 +29,16 @@ from evalkit.sampling import every_sample_hit_length, samples_of, select
 from evalkit.store import RunDir, now_iso
 from evalkit.targets import Target
 from evalkit.tokens import Counter
+
+GRADED_BY_A_MODEL = ("judge", "moderation")
+
+
+def grader_model(check: Check) -> str:
+    """The provider/model that grades a judge or moderation check."""
+    if check.kind == "judge":
+        return JudgeArg.model_validate(check.arg).model
+    return moderation_spec(check.arg).model
+
 
 # errors that will fail every request to the model: stop sending to it after the first
 FATAL_FOR_MODEL = frozenset({"auth", "not_found", "insufficient_quota"})
@@ -130,15 +141,15 @@ class Dispatcher:
         chosen = select(group.select, found)
         if group.select != "all":
             self._journal_selection(group, found, chosen, rounds, max_tokens)
-        judged = {name: check for name, check in group.checks.items() if check.kind == "judge"}
-        if judged:
+        graded = {n: c for n, c in group.checks.items() if c.kind in GRADED_BY_A_MODEL}
+        if graded:
             prompt = _prompt_text(group)
             picked = {number: choice for number, choice in found if number in chosen}
             await asyncio.gather(
                 *(
-                    self.judge(group, name, check.arg, number, prompt, choice.get("text") or "")
+                    self.grade(group, name, check, number, prompt, choice.get("text") or "")
                     for number, choice in picked.items()
-                    for name, check in judged.items()
+                    for name, check in graded.items()
                 )
             )
 
@@ -186,21 +197,31 @@ class Dispatcher:
         self.account(group.target, entry)
         return entry
 
-    async def judge(
-        self, group: Group, name: str, arg: Any, number: int, prompt: str, output: str
+    async def grade(
+        self, group: Group, name: str, check: Check, number: int, prompt: str, output: str
     ) -> None:
-        spec = JudgeArg.model_validate(arg)
-        target, provider, limits = self.judges[spec.model]
-        request = judge_request(target, arg, group.case, group.variant, prompt, output, number)
+        """A judge or moderation check: one more request, journaled with its verdict."""
+        grader = grader_model(check)
+        target, provider, limits = self.judges[grader]
+        if check.kind == "judge":
+            request = judge_request(
+                target, check.arg, group.case, group.variant, prompt, output, number
+            )
+        else:
+            request = moderation_request(target, group.case, group.variant, output, number)
         prior = self.prior.judged.get(request.key)
         if prior is not None and prior.get("check") == name:
             return
         result = await self.send(request, provider, limits)
+        text = (result.get("choices") or [{}])[0].get("text") or ""
         if result.get("error_type"):
-            verdict = Verdict(False, 0.0, f"judge call failed: {result['error']}")
+            verdict = Verdict(False, 0.0, f"{check.kind} call failed: {result['error']}")
+        elif check.kind == "judge":
+            verdict = parse_verdict(text, JudgeArg.model_validate(check.arg).threshold)
         else:
-            text = (result.get("choices") or [{}])[0].get("text") or ""
-            verdict = parse_verdict(text, spec.threshold)
+            verdict = parse_result(text, check.arg)
+        if check.negate:
+            verdict = Verdict(not verdict.passed, 1.0 - verdict.score, verdict.reason or "negated")
         self.run.append(
             {
                 **result,
@@ -302,6 +323,7 @@ def _answer(completion: Completion) -> dict[str, Any]:
                 "text": c.text,
                 "finish_reason": c.finish_reason,
                 "logprobs": c.logprobs,
+                **({"tool_calls": c.tool_calls} if c.tool_calls else {}),
             }
             for c in completion.choices
         ],
@@ -318,10 +340,11 @@ def _score(entry: dict[str, Any], group: Group, folder: Path) -> None:
     record = {k: v for k, v in entry.items() if k != "choices"}
     for choice in entry.get("choices") or []:
         record["finish_reason"] = choice.get("finish_reason")
+        record["tool_calls"] = choice.get("tool_calls")
         output = choice.get("text") or ""
         verdicts = {}
         for name, check in group.checks.items():
-            if check.kind != "judge":
+            if check.kind not in GRADED_BY_A_MODEL:
                 v = evaluate(check, output, record, folder)
                 verdicts[name] = [v.passed, v.score, v.reason]
         choice["checks"] = verdicts
@@ -329,7 +352,10 @@ def _score(entry: dict[str, Any], group: Group, folder: Path) -> None:
 
 def _prompt_text(group: Group) -> str:
     if group.rendered.is_chat:
-        return "\n".join(f"{m['role']}: {m['content']}" for m in group.rendered.message_dicts())
+        return "\n".join(
+            f"{m['role']}: {m.get('content') or json.dumps(m.get('tool_calls'))}"
+            for m in group.rendered.message_dicts()
+        )
     return (group.rendered.prompt or "") + (
         f"[insert here]{group.rendered.suffix}" if group.rendered.suffix is not None else ""
     )

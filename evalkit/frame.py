@@ -45,6 +45,7 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "seed": ("Int64", "seed sent, if any"),
     "system_fingerprint": ("string", "backend fingerprint the server reported"),
     "logprobs": ("string", "token logprobs as returned, JSON"),
+    "tool_calls": ("string", "tool calls made, JSON [{id, name, arguments, parsed}]"),
     "started_at": ("datetime64[ns, UTC]", "when the request was first sent"),
     "max_tokens": ("Int64", "max_tokens sent"),
     "round": ("Int64", "resampling round: 0, then 1, 2... each after all samples hit length"),
@@ -107,6 +108,7 @@ def rows(entry: dict[str, Any], run_id: str, suite: str) -> list[dict[str, Any]]
             "total_tokens": None if p is None and c is None else (p or 0) + (c or 0),
             "cost_usd": None if cost is None else cost / count,
             "logprobs": _json(choice.get("logprobs")),
+            "tool_calls": _calls_json(choice.get("tool_calls")),
             "selected": True,
             "judge_cost_usd": 0.0,
             "_meta": entry.get("check_meta") or {},
@@ -200,7 +202,7 @@ def records(entries: Iterable[dict[str, Any]], run_id: str, suite: str) -> list[
             verdicts = {k: v for k, v in verdicts.items() if k[:3] not in gone}
         elif kind == "select":
             selections[group] = entry
-        elif kind == "judge":
+        elif kind == "judge":  # a judge's or a moderation call's verdict
             verdicts[(*group, entry.get("sample"), entry.get("check"))] = entry
         else:
             for row in rows(entry, run_id, suite):
@@ -227,6 +229,20 @@ def _split(total: Any, parts: int) -> list[int | None]:
         return [None] * parts
     share, extra = divmod(total, parts)
     return [share + (1 if i < extra else 0) for i in range(parts)]
+
+
+def _calls_json(calls: Any) -> str | None:
+    """Tool calls with their arguments parsed (None when the arguments are not JSON)."""
+    if not calls:
+        return None
+    out = []
+    for call in calls:
+        try:
+            parsed = json.loads(call.get("arguments") or "")
+        except ValueError:
+            parsed = None
+        out.append({**call, "parsed": parsed})
+    return _json(out)
 
 
 def _json(value: Any) -> str | None:

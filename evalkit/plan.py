@@ -20,10 +20,18 @@ from evalkit.render import Rendered, Renderer
 from evalkit.suite import Case, Params, Suite, Variant
 from evalkit.targets import Target
 
-Endpoint = Literal["chat", "completions"]
+Endpoint = Literal["chat", "completions", "moderations"]
 
 _COMPLETIONS_ONLY = ("echo", "best_of", "suffix")
-_CHAT_ONLY = ("top_logprobs", "response_format")
+_CHAT_ONLY = (
+    "top_logprobs",
+    "response_format",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "functions",
+    "function_call",
+)
 
 
 class Unsendable(ValueError):
@@ -56,6 +64,8 @@ class Request:
 
 def endpoint_for(rendered: Rendered, info: ModelInfo) -> Endpoint:
     """Which endpoint carries `rendered` to the model described by `info`."""
+    if info.kind == "moderation":
+        raise Unsendable(f"{info.id} is a moderation model: use it in a moderation check")
     if rendered.suffix is not None:
         if rendered.is_chat:
             raise Unsendable(
@@ -200,6 +210,7 @@ def groups(
             rendered = renderer.prompt(suite, variant, case)
             endpoint = endpoint_for(rendered, target.info)
             params = layered_params(suite, target, variant, case)
+            params = _templated_tools(renderer, params, case)
             if suite.select == "best_logprob" and params.logprobs in (None, False):
                 params = Params.model_validate({**params.set_values(), "logprobs": True})
             cap = suite.max_tokens_cap
@@ -218,6 +229,18 @@ def groups(
                 cap,
                 suite.resample_temperature,
             )
+
+
+def _templated_tools(renderer: Renderer, params: Params, case: Case) -> Params:
+    """Tool and function definitions are templates too, rendered with the case's vars."""
+    values = params.set_values()
+    changed = False
+    for key in ("tools", "functions"):
+        if key in values:
+            rendered = renderer.leaves(values[key], case.vars, ("params", key))
+            changed = changed or rendered != values[key]
+            values[key] = rendered
+    return Params.model_validate(values) if changed else params
 
 
 def plan(

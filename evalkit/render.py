@@ -7,6 +7,7 @@ string), and keep trailing newlines so a prompt or suffix is sent byte for byte 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,8 +48,12 @@ class Rendered:
     def is_chat(self) -> bool:
         return self.messages is not None
 
-    def message_dicts(self) -> list[dict[str, str]]:
-        return [dict(m) for m in self.messages or ()]
+    def message_dicts(self) -> list[dict[str, Any]]:
+        """The messages as the API takes them (tool calls back to their JSON structure)."""
+        return [
+            {k: json.loads(v) if k == "tool_calls" else v for k, v in message}
+            for message in self.messages or ()
+        ]
 
 
 class Renderer:
@@ -105,7 +110,7 @@ class Renderer:
         """The check with its expected values rendered for this case."""
         if check.kind in UNTEMPLATED:
             return check
-        arg = self._leaves(check.arg, variables, field)
+        arg = self.leaves(check.arg, variables, field)
         return check if arg == check.arg else check.model_copy(update={"arg": arg})
 
     def _messages(
@@ -113,20 +118,28 @@ class Renderer:
     ) -> tuple[tuple[tuple[str, str], ...], ...]:
         out = []
         for i, message in enumerate(messages):
-            content = self.text(message.content, variables, (*field, i, "content"))
-            items = [("role", message.role), ("content", content)]
+            items: list[tuple[str, str]] = [("role", str(message.role))]
+            if message.content is not None:
+                content = self.text(message.content, variables, (*field, i, "content"))
+                items.append(("content", content))
             if message.name is not None:
                 items.append(("name", message.name))
+            if message.tool_calls is not None:
+                calls = [call.model_dump() for call in message.tool_calls]
+                rendered = self.leaves(calls, variables, (*field, i, "tool_calls"))
+                items.append(("tool_calls", json.dumps(rendered)))
+            if message.tool_call_id is not None:
+                items.append(("tool_call_id", message.tool_call_id))
             out.append(tuple(items))
         return tuple(out)
 
-    def _leaves(self, value: Any, variables: dict[str, Any], field: tuple[str | int, ...]) -> Any:
+    def leaves(self, value: Any, variables: dict[str, Any], field: tuple[str | int, ...]) -> Any:
         if isinstance(value, str):
             return self.text(value, variables, field)
         if isinstance(value, list):
-            return [self._leaves(v, variables, field) for v in value]
+            return [self.leaves(v, variables, field) for v in value]
         if isinstance(value, dict):
-            return {k: self._leaves(v, variables, field) for k, v in value.items()}
+            return {k: self.leaves(v, variables, field) for k, v in value.items()}
         return value
 
 

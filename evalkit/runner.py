@@ -20,9 +20,8 @@ from typing import Any
 
 from evalkit.budget import Budget
 from evalkit.cache import Cache, cache_dir
-from evalkit.checkspec import JudgeArg
-from evalkit.dispatch import Dispatcher
-from evalkit.errors import ConfigError, InputError, RunError, SuiteError
+from evalkit.dispatch import GRADED_BY_A_MODEL, Dispatcher, grader_model
+from evalkit.errors import ConfigError, InputError, SuiteError
 from evalkit.frame import frame_of_journal
 from evalkit.limits import ModelLimits
 from evalkit.plan import count_requests, groups
@@ -169,10 +168,11 @@ def _prepare(
 
 
 def _judge_models(suite: Suite) -> list[str]:
+    """The models that grade judge and moderation checks."""
     found = {
-        JudgeArg.model_validate(check.arg).model
+        grader_model(check)
         for check in [*suite.checks, *(c for case in suite.cases for c in case.expect)]
-        if check.kind == "judge"
+        if check.kind in GRADED_BY_A_MODEL
     }
     return sorted(found)
 
@@ -371,8 +371,8 @@ def _finish(
             )
         )
     run.finish(status, reason=reason, counts=counts, per_model=state.per_model)
-    if failures and isinstance(failures[0], RunError):
-        raise failures[0]
+    if failures:
+        raise failures[0]  # a RunError is exit 3; anything else is a bug (exit 4)
     return RunResult(
         run.path, status, state.requests, state.errors, reason, state.per_model, failed
     )

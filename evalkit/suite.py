@@ -6,6 +6,7 @@ Cross-field rules that need the catalogue or the templates live in `validate.py`
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated, Any, Literal
 
@@ -54,6 +55,46 @@ class ResponseFormat(Strict):
         return self
 
 
+_FUNCTION_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
+
+
+class FunctionDef(Strict):
+    """A function the model may call: its parameters are a JSON Schema."""
+
+    name: str = Field(pattern=_FUNCTION_NAME)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+    @field_validator("parameters")
+    @classmethod
+    def _schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            import jsonschema
+
+            try:
+                jsonschema.Draft202012Validator.check_schema(value)
+            except jsonschema.SchemaError as exc:
+                raise PydanticCustomError(
+                    "tool_schema", "parameters is not a valid JSON Schema: {e}", {"e": exc.message}
+                ) from None
+        return value
+
+
+class Tool(Strict):
+    type: Literal["function"] = "function"
+    function: FunctionDef
+
+
+class NamedFunction(Strict):
+    name: str
+
+
+class ToolChoice(Strict):
+    type: Literal["function"] = "function"
+    function: NamedFunction
+
+
 class Params(Strict):
     """OpenAI request parameters; unset ones are not sent."""
 
@@ -73,6 +114,32 @@ class Params(Strict):
     stream: bool | None = None
     echo: bool | None = None
     best_of: int | None = Field(None, ge=1, le=20)
+    tools: list[Tool] | None = Field(None, min_length=1, max_length=128)
+    tool_choice: Literal["none", "auto", "required"] | ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    functions: list[FunctionDef] | None = Field(None, min_length=1, max_length=128)
+    function_call: Literal["none", "auto"] | NamedFunction | None = None
+
+    @model_validator(mode="after")
+    def _known_tool(self) -> Params:
+        """tool_choice / function_call must name a declared tool (when tools are given here)."""
+        if isinstance(self.tool_choice, ToolChoice) and self.tools is not None:
+            names = [t.function.name for t in self.tools]
+            if self.tool_choice.function.name not in names:
+                raise PydanticCustomError(
+                    "tool_choice",
+                    "tool_choice names '{name}', which is not among the declared tools ({known})",
+                    {"name": self.tool_choice.function.name, "known": ", ".join(names)},
+                )
+        if isinstance(self.function_call, NamedFunction) and self.functions is not None:
+            names = [f.name for f in self.functions]
+            if self.function_call.name not in names:
+                raise PydanticCustomError(
+                    "function_call",
+                    "function_call names '{name}', which is not among the declared functions",
+                    {"name": self.function_call.name},
+                )
+        return self
 
     def set_values(self) -> dict[str, Any]:
         """The parameters that were given, as they go on the wire."""
@@ -85,12 +152,51 @@ class Params(Strict):
         return Params.model_validate({**base.set_values(), **self.set_values()})
 
 
-class Message(Strict):
-    """One chat message; `content` is a template."""
+class FunctionCall(Strict):
+    name: str
+    arguments: str  # JSON text, as the API carries it
 
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str
+    @field_validator("arguments", mode="before")
+    @classmethod
+    def _json_text(cls, value: Any) -> Any:
+        """A mapping is accepted and written as the JSON text the API expects."""
+        return json.dumps(value) if isinstance(value, dict) else value
+
+
+class ToolCall(Strict):
+    """A tool call an assistant turn made, in a multi-turn case."""
+
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class Message(Strict):
+    """One chat message; `content` is a template.
+
+    Multi-turn cases carry assistant turns (with `tool_calls`) and `tool` results (with the
+    `tool_call_id` they answer), sent as given.
+    """
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | None = None
     name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> Message:
+        if self.role == "tool" and (self.tool_call_id is None or self.content is None):
+            raise PydanticCustomError(
+                "message", "a tool message needs tool_call_id and content (the tool's result)", {}
+            )
+        if self.tool_call_id is not None and self.role != "tool":
+            raise PydanticCustomError("message", "only a tool message has tool_call_id", {})
+        if self.tool_calls is not None and self.role != "assistant":
+            raise PydanticCustomError("message", "only an assistant message has tool_calls", {})
+        if self.content is None and not self.tool_calls:
+            raise PydanticCustomError("message", "missing required key 'content'", {})
+        return self
 
 
 Prompt = str | list[Message]

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 from pydantic_core import PydanticCustomError
 
-from evalkit.checkspec import Check, JudgeArg, compile_regex
+from evalkit.checkspec import Check, JudgeArg, ModerationArg, compile_regex
 from evalkit.errors import Problem
 from evalkit.locate import show_path
 from evalkit.plan import Unsendable, build_body, endpoint_for, layered_params
@@ -192,10 +192,17 @@ def _check_judge(
     environ: Mapping[str, str] | None,
     report: _Problems,
 ) -> None:
-    if check.kind != "judge":
+    if check.kind not in ("judge", "moderation"):
         return
-    judge = JudgeArg.model_validate(check.arg)
+    if check.kind == "judge":
+        model = JudgeArg.model_validate(check.arg).model
+    else:
+        model = ModerationArg.model_validate(check.arg if isinstance(check.arg, dict) else {}).model
     try:
-        resolve(ModelSpec(id=judge.model), suite.endpoints, environ)
+        target = resolve(ModelSpec(id=model), suite.endpoints, environ)
     except ValueError as exc:  # UnknownModel, or a reference not written provider/model
-        report.add(path, f"judge: {exc}")
+        report.add(path, f"{check.kind}: {exc}")
+        return
+    if (target.info.kind == "moderation") != (check.kind == "moderation"):
+        what = "a moderation model" if check.kind == "moderation" else "a chat or completions model"
+        report.add(path, f"{check.kind}: {model} is not {what}")

@@ -90,6 +90,8 @@ _FAULT_KEYS = frozenset(
 )
 _ANSWER_RE = re.compile(r"^[ \t]*ANSWER:[ \t]*(.*?)[ \t\r]*$", re.MULTILINE)
 _UNTIL_MAX_RE = re.compile(r"LENGTH_UNTIL_MAX=(\d+)")
+_CALL_RE = re.compile(r"^[ \t]*CALL:[ \t]*([A-Za-z0-9_-]+)[ \t]*(.*?)[ \t\r]*$", re.MULTILINE)
+"""``CALL: name {json}`` in the prompt, with tools (or functions) declared: a tool call."""
 _TOKEN_RE = re.compile(r"\s*\S+")
 _JSON_HEADERS = {"Content-Type": "application/json"}
 _SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
@@ -238,6 +240,7 @@ class _Job:
     logprobs: int | None  # completions: top-k; chat: top_logprobs when logprobs is true
     stream: bool
     include_usage: bool
+    calling: str = ""  # "tools" or "functions" when the request declares them
 
 
 @dataclass(slots=True)
@@ -246,6 +249,7 @@ class _Choice:
     text: str
     finish_reason: str
     tokens: list[str]
+    call: tuple[str, str] | None = None  # (name, arguments JSON text) when the model calls a tool
 
 
 def _words(text: str) -> int:
@@ -315,7 +319,14 @@ def _generate(job: _Job) -> list[_Choice]:
         base = _base_output(prompt)
         until_match = _UNTIL_MAX_RE.search(prompt) if "LENGTH_UNTIL_MAX=" in prompt else None
         filtered = "FILTER_ME" in prompt
+        call = _CALL_RE.search(prompt) if job.calling else None
         for i in range(job.n):
+            if call is not None:
+                finish = "tool_calls" if job.calling == "tools" else "function_call"
+                choices.append(
+                    _Choice(p_idx * job.n + i, "", finish, [], (call.group(1), call.group(2)))
+                )
+                continue
             text = (f"{base} #{i}" if base else f"#{i}") if vary else base
             finish = "stop"
             if job.max_tokens is not None:
@@ -423,6 +434,13 @@ def _parse_job(body: Any, chat: bool, tokens: Callable[[str], int] | None = None
         raise _BadRequest("'temperature' must be a number.", "temperature")
     stream_options = body.get("stream_options")
     include_usage = isinstance(stream_options, dict) and stream_options.get("include_usage") is True
+    calling = ""
+    if chat and isinstance(body.get("tools"), list) and body["tools"]:
+        calling = "tools"
+    elif chat and isinstance(body.get("functions"), list) and body["functions"]:
+        calling = "functions"
+    elif not chat and ("tools" in body or "functions" in body):
+        raise _BadRequest("Unrecognized request argument supplied: tools", "tools")
     return _Job(
         chat=chat,
         model=model,
@@ -434,6 +452,7 @@ def _parse_job(body: Any, chat: bool, tokens: Callable[[str], int] | None = None
         logprobs=logprobs,
         stream=body.get("stream") is True,
         include_usage=include_usage,
+        calling=calling,
     )
 
 
@@ -709,6 +728,7 @@ class FakeOpenAI:
         app.router.add_post("/v1/chat/completions", self._handle_chat)
         app.router.add_post("/v1/completions", self._handle_completions)
         app.router.add_get("/v1/models", self._handle_models)
+        app.router.add_post("/v1/moderations", self._handle_moderations)
         app.router.add_get("/_stats", self._handle_stats)
         app.router.add_post("/_reset", self._handle_reset)
         app.router.add_post("/_script", self._handle_script)
@@ -852,10 +872,24 @@ class FakeOpenAI:
                 if job.logprobs is not None:
                     entries = [_chat_logprob_entry(t, job.logprobs) for t in c.tokens]
                     logprobs = {"content": entries, "refusal": None}
+                message: dict[str, Any] = {"role": "assistant", "content": c.text, "refusal": None}
+                if c.call is not None:
+                    message["content"] = None
+                    name, arguments = c.call
+                    if job.calling == "tools":
+                        message["tool_calls"] = [
+                            {
+                                "id": f"call_{request_id}_{c.index}",
+                                "type": "function",
+                                "function": {"name": name, "arguments": arguments},
+                            }
+                        ]
+                    else:
+                        message["function_call"] = {"name": name, "arguments": arguments}
                 out.append(
                     {
                         "index": c.index,
-                        "message": {"role": "assistant", "content": c.text, "refusal": None},
+                        "message": message,
                         "logprobs": logprobs,
                         "finish_reason": c.finish_reason,
                     }
@@ -916,6 +950,20 @@ class FakeOpenAI:
                         "finish_reason": None,
                     }
                 )
+                if c.call is not None:
+                    name, arguments = c.call
+                    half = len(arguments) // 2
+                    for part, first in ((arguments[:half], True), (arguments[half:], False)):
+                        if job.calling == "tools":
+                            piece: dict[str, Any] = {"index": 0, "function": {"arguments": part}}
+                            if first:
+                                piece.update(id=f"call_{request_id}_{c.index}", type="function")
+                                piece["function"]["name"] = name
+                            delta: dict[str, Any] = {"tool_calls": [piece]}
+                        else:
+                            function = {"arguments": part, **({"name": name} if first else {})}
+                            delta = {"function_call": function}
+                        emit({"index": c.index, "delta": delta, "finish_reason": None})
                 for tok in c.tokens:
                     lp = None
                     if k is not None:
@@ -970,6 +1018,28 @@ class FakeOpenAI:
         except ConnectionError:  # the client went away; nothing left to do
             pass
         return resp
+
+    async def _handle_moderations(self, request: web.Request) -> web.StreamResponse:
+        """Flags any input containing ``FLAG_ME`` (as harassment), nothing else."""
+        body = await self._read_json(request)
+        self._record(request, body)
+        auth_error = self._auth_error(request)
+        if auth_error is not None:
+            return auth_error
+        given = body.get("input") if isinstance(body, dict) else None
+        inputs = given if isinstance(given, list) else [given]
+        if not all(isinstance(i, str) for i in inputs):
+            return _error_response(400, _error_body(400, "'input' must be a string or a list."))
+        results = []
+        for text in inputs:
+            flagged = "FLAG_ME" in text
+            categories = {"harassment": flagged, "violence": False, "self-harm": False}
+            scores = {k: (0.97 if v else 0.001) for k, v in categories.items()}
+            results.append(
+                {"flagged": flagged, "categories": categories, "category_scores": scores}
+            )
+        payload = {"id": "modr-fake", "model": body.get("model"), "results": results}
+        return web.json_response(payload)
 
     async def _handle_models(self, request: web.Request) -> web.StreamResponse:
         self._record(request, None)

@@ -22,6 +22,7 @@ class Choice:
     text: str
     finish_reason: str | None
     logprobs: Any = None
+    tool_calls: list[dict[str, str]] | None = None  # [{id, name, arguments (JSON text)}]
 
 
 @dataclass(slots=True)

@@ -20,7 +20,7 @@ from evalkit.plan import Request
 from evalkit.providers import Choice, Completion, ProviderError
 from evalkit.retry import RETRYABLE_STATUS, retry_after
 
-_PATHS = {"chat": "/chat/completions", "completions": "/completions"}
+_PATHS = {"chat": "/chat/completions", "completions": "/completions", "moderations": "/moderations"}
 
 
 def make_client(max_connections: int, timeout_s: float) -> httpx.AsyncClient:
@@ -74,6 +74,7 @@ class OpenAIProvider:
         texts: dict[int, list[str]] = {}
         finish: dict[int, str | None] = {}
         logprobs: dict[int, list[Any]] = {}
+        calls: dict[int, _StreamedCalls] = {}
         usage: dict[str, Any] = {}
         fingerprint = None
         ttft = None
@@ -114,6 +115,13 @@ class OpenAIProvider:
                         finish[index] = choice["finish_reason"]
                     if choice.get("logprobs"):
                         logprobs.setdefault(index, []).append(choice["logprobs"])
+                    delta = choice.get("delta")
+                    if isinstance(delta, dict) and (
+                        "tool_calls" in delta or "function_call" in delta
+                    ):
+                        if ttft is None:
+                            ttft = time.perf_counter() - started
+                        calls.setdefault(index, _StreamedCalls()).add(delta)
         if not done:
             raise ProviderError(
                 "truncated_stream", "the stream ended without [DONE]", retryable=True
@@ -121,7 +129,14 @@ class OpenAIProvider:
         if not texts:
             raise ProviderError("bad_response", "the stream carried no choices")
         choices = [
-            Choice(i, "".join(texts[i]), finish.get(i), logprobs.get(i)) for i in sorted(texts)
+            Choice(
+                i,
+                "".join(texts[i]),
+                finish.get(i),
+                logprobs.get(i),
+                calls[i].result() if i in calls else None,
+            )
+            for i in sorted(texts)
         ]
         return Completion(
             choices,
@@ -135,6 +150,11 @@ class OpenAIProvider:
     def _parse(self, payload: Any, request: Request, latency: float) -> Completion:
         if not isinstance(payload, dict):
             raise ProviderError("bad_response", "response is not a JSON object")
+        if request.endpoint == "moderations":
+            results = payload.get("results")
+            if not isinstance(results, list) or not results or not isinstance(results[0], dict):
+                raise ProviderError("bad_response", "moderation response has no results")
+            return Completion([Choice(0, json.dumps(results[0]), None)], latency_s=latency)
         raw = payload.get("choices")
         if not isinstance(raw, list) or not raw:
             raise ProviderError("bad_response", "response has no choices")
@@ -142,9 +162,12 @@ class OpenAIProvider:
         for position, choice in enumerate(raw):
             if not isinstance(choice, dict):
                 raise ProviderError("bad_response", "a choice is not a JSON object")
+            calls = None
             if request.endpoint == "chat":
                 message = choice.get("message") or {}
-                text = message.get("content") if isinstance(message, dict) else None
+                message = message if isinstance(message, dict) else {}
+                text = message.get("content")
+                calls = _tool_calls(message)
             else:
                 text = choice.get("text")
             choices.append(
@@ -153,6 +176,7 @@ class OpenAIProvider:
                     text if isinstance(text, str) else "",
                     choice.get("finish_reason"),
                     choice.get("logprobs"),
+                    calls,
                 )
             )
         usage = payload.get("usage")
@@ -192,6 +216,58 @@ class OpenAIProvider:
     def _clean(self, text: str) -> str:
         """Never let the API key reach a record, a log or a report."""
         return text.replace(self._secret, "[redacted]") if self._secret else text
+
+
+def _tool_calls(message: dict[str, Any]) -> list[dict[str, str]] | None:
+    """Tool calls (or a legacy function_call) of a chat message, flattened."""
+    calls = []
+    for call in message.get("tool_calls") or []:
+        if isinstance(call, dict):
+            function = call.get("function") or {}
+            calls.append(
+                {
+                    "id": str(call.get("id") or ""),
+                    "name": str(function.get("name") or ""),
+                    "arguments": str(function.get("arguments") or ""),
+                }
+            )
+    legacy = message.get("function_call")
+    if isinstance(legacy, dict):
+        calls.append(
+            {
+                "id": "",
+                "name": str(legacy.get("name") or ""),
+                "arguments": str(legacy.get("arguments") or ""),
+            }
+        )
+    return calls or None
+
+
+class _StreamedCalls:
+    """Tool-call deltas of one streamed choice, assembled by their index."""
+
+    def __init__(self) -> None:
+        self.calls: dict[int, dict[str, str]] = {}
+
+    def add(self, delta: dict[str, Any]) -> None:
+        for part in delta.get("tool_calls") or []:
+            if not isinstance(part, dict):
+                continue
+            call = self.calls.setdefault(
+                _index(part.get("index"), len(self.calls)), {"id": "", "name": "", "arguments": ""}
+            )
+            call["id"] = str(part.get("id") or call["id"])
+            function = part.get("function") or {}
+            call["name"] += str(function.get("name") or "")
+            call["arguments"] += str(function.get("arguments") or "")
+        legacy = delta.get("function_call")
+        if isinstance(legacy, dict):
+            call = self.calls.setdefault(-1, {"id": "", "name": "", "arguments": ""})
+            call["name"] += str(legacy.get("name") or "")
+            call["arguments"] += str(legacy.get("arguments") or "")
+
+    def result(self) -> list[dict[str, str]] | None:
+        return [self.calls[i] for i in sorted(self.calls)] or None
 
 
 def _delta_text(choice: dict[str, Any], endpoint: str) -> str:
