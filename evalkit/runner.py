@@ -79,12 +79,12 @@ class RunResult:
 def run_suite(suite: Suite, settings: RunSettings | None = None) -> RunResult:
     """Send every request of `suite` and write a run directory (see store.py)."""
     settings = settings or RunSettings()
-    targets, judges, keys = _prepare(suite, settings)
+    targets, judges, keys, providers = _prepare(suite, settings)
     run = RunDir.create(
         Path(settings.out), new_run_id(suite.name or "suite"), _manifest(suite, targets, settings)
     )
     print(f"run directory: {run.path}", flush=True)
-    return asyncio.run(_execute(suite, targets, judges, keys, settings, run, None))
+    return asyncio.run(_execute(suite, targets, judges, keys, providers, settings, run, None))
 
 
 def resume_run(run_dir: Path, settings: RunSettings | None = None) -> RunResult:
@@ -116,7 +116,7 @@ def resume_run(run_dir: Path, settings: RunSettings | None = None) -> RunResult:
     if not suite_path or not Path(suite_path).exists():
         suite_path = manifest.get("suite", {}).get("abspath")
     suite = load_suite(suite_path)
-    targets, judges, keys = _prepare(suite, settings)
+    targets, judges, keys, providers = _prepare(suite, settings)
     plan = prepare(run_dir, suite, targets, settings.samples)
     run = RunDir(run_dir, manifest)
     changed = file_sha256(suite.source) != manifest.get("suite", {}).get("sha256")
@@ -132,7 +132,7 @@ def resume_run(run_dir: Path, settings: RunSettings | None = None) -> RunResult:
     run.manifest.update(status="running", finished_at=None)
     run.write_manifest()
     print(f"run directory: {run.path}", flush=True)
-    return asyncio.run(_execute(suite, targets, judges, keys, settings, run, plan))
+    return asyncio.run(_execute(suite, targets, judges, keys, providers, settings, run, plan))
 
 
 def dry_run(suite: Suite, settings: RunSettings | None = None) -> list[ModelEstimate]:
@@ -154,7 +154,7 @@ def _targets(suite: Suite, settings: RunSettings) -> list[Target]:
 
 def _prepare(
     suite: Suite, settings: RunSettings
-) -> tuple[list[Target], list[Target], dict[str, str | None]]:
+) -> tuple[list[Target], list[Target], dict[str, str | None], dict[str, Provider]]:
     """Validate everything and read the keys: all that can fail does so before any request."""
     env = os.environ if settings.environ is None else settings.environ
     targets = _targets(suite, settings)
@@ -164,7 +164,18 @@ def _prepare(
             raise SuiteError(overflows)
     judges = [resolve(ModelSpec(id=m), suite.endpoints, env) for m in _judge_models(suite)]
     keys = _api_keys([*targets, *judges], env)
-    return targets, judges, keys
+    return targets, judges, keys, _local_providers([*targets, *judges])
+
+
+def _local_providers(targets: list[Target]) -> dict[str, Provider]:
+    """Local models are checked (extra installed, GGUF present) before anything is sent."""
+    from evalkit.providers.local import LocalProvider, gguf_path
+
+    return {
+        t.id: LocalProvider(gguf_path(t.model, t.path), t.info.context_window)
+        for t in targets
+        if t.provider == "local"
+    }
 
 
 def _judge_models(suite: Suite) -> list[str]:
@@ -187,10 +198,6 @@ def _api_keys(targets: list[Target], env: Mapping[str, str]) -> dict[str, str | 
     """Each target's key, read now so a missing one fails before any request is sent."""
     keys: dict[str, str | None] = {}
     for target in targets:
-        if target.provider == "local":
-            raise ConfigError(
-                f"{target.id}: the embedded local provider is not available in this version"
-            )
         name = target.api_key_env
         if name is None:
             keys[target.id] = None
@@ -244,6 +251,7 @@ async def _execute(
     targets: list[Target],
     judges: list[Target],
     keys: dict[str, str | None],
+    providers: dict[str, Provider],
     settings: RunSettings,
     run: RunDir,
     resume: ResumePlan | None,
@@ -274,7 +282,8 @@ async def _execute(
         if target.id not in paced:
             paced[target.id] = (
                 target,
-                OpenAIProvider(client, target.base_url, keys[target.id]),
+                providers.get(target.id)
+                or OpenAIProvider(client, target.base_url, keys[target.id]),
                 ModelLimits(target.concurrency, target.rpm, target.tpm),
             )
     state.judges = {j.id: paced[j.id] for j in judges}

@@ -243,11 +243,18 @@ class ModelSpec(Strict):
     context_window: int | None = Field(None, ge=1)
     input_per_mtok: float | None = Field(None, ge=0)
     output_per_mtok: float | None = Field(None, ge=0)
+    path: str | None = None  # a GGUF file, for local/<name> models
 
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, data: Any) -> Any:
         return {"id": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _path_is_local(self) -> ModelSpec:
+        if self.path is not None and not self.id.startswith("local/"):
+            raise PydanticCustomError("path", "path (a GGUF file) is only for local/ models", {})
+        return self
 
     _id_format = field_validator("id")(_check_model_id)
 

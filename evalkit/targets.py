@@ -36,6 +36,7 @@ class Target:
     concurrency: int
     rpm: int | None = None
     tpm: int | None = None
+    path: str | None = None  # GGUF file of a local model (None: the packaged one)
 
 
 def resolve(
@@ -72,6 +73,9 @@ def resolve(
             f"or declare '{provider}' under endpoints:"
         )
     info = lookup(spec.id)
+    if info is None and provider == "local" and spec.path:
+        info = generic(spec.id, "both", spec.context_window or 2048)
+        info = with_overrides(info, supports_suffix=False)
     if info is None:
         if spec.kind is None:
             raise UnknownModel(
@@ -92,4 +96,5 @@ def resolve(
         concurrency=spec.concurrency or (1 if provider == "local" else DEFAULT_CONCURRENCY),
         rpm=spec.rpm,
         tpm=spec.tpm,
+        path=spec.path,
     )
