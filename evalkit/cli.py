@@ -231,7 +231,7 @@ class _AfterRun:
                 f"{label}: {stats['requests']} requests, {stats['errors']} errors, "
                 f"{stats['cached']} cached, ${stats['cost_usd']:.4f}"
             )
-        frame = load_run(result.run_dir)
+        frame = result.frame if result.frame is not None else load_run(result.run_dir)
         typer.echo(summary_table(summarize(frame)))
         if result.failed_samples:
             typer.echo(f"{result.failed_samples} sample(s) failed their checks")

@@ -25,7 +25,7 @@ from evalkit.errors import ConfigError, InputError, SuiteError
 from evalkit.frame import frame_of_journal
 from evalkit.limits import ModelLimits
 from evalkit.plan import count_requests, groups
-from evalkit.preflight import ModelEstimate, estimate, overflow_problems
+from evalkit.preflight import ModelEstimate, estimate, find_overflows, overflow_problems
 from evalkit.progress import Progress
 from evalkit.providers import Provider
 from evalkit.providers.openai import OpenAIProvider, make_client
@@ -67,6 +67,7 @@ class RunResult:
     reason: str | None = None
     per_model: dict[str, dict[str, Any]] = field(default_factory=dict)
     failed_samples: int = 0  # kept samples that failed a required check
+    frame: Any = field(default=None, repr=False)  # the run's DataFrame, as load_run returns it
 
     @property
     def exit_code(self) -> int:
@@ -159,7 +160,7 @@ def _prepare(
     env = os.environ if settings.environ is None else settings.environ
     targets = _targets(suite, settings)
     if not settings.allow_overflow:
-        overflows = overflow_problems(suite, estimate(suite, targets, settings.samples))
+        overflows = overflow_problems(suite, find_overflows(suite, targets, settings.samples))
         if overflows:
             raise SuiteError(overflows)
     judges = [resolve(ModelSpec(id=m), suite.endpoints, env) for m in _judge_models(suite)]
@@ -296,6 +297,8 @@ async def _execute(
             for _ in range(target.concurrency)
         ]
     drawing = asyncio.create_task(progress.draw_until_cancelled())
+    # the end of the run needs pandas and pyarrow: import them while requests are in flight
+    warm_up = asyncio.create_task(asyncio.to_thread(_import_frame_libraries))
     interrupted = False
     loop = asyncio.get_running_loop()
 
@@ -317,6 +320,7 @@ async def _execute(
         drawing.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await drawing
+        await warm_up
         await client.aclose()
         if cache is not None:
             cache.close()
@@ -383,8 +387,13 @@ def _finish(
     if failures:
         raise failures[0]  # a RunError is exit 3; anything else is a bug (exit 4)
     return RunResult(
-        run.path, status, state.requests, state.errors, reason, state.per_model, failed
+        run.path, status, state.requests, state.errors, reason, state.per_model, failed, frame
     )
+
+
+def _import_frame_libraries() -> None:
+    import pandas  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
 
 
 def _is_terminal() -> bool:
