@@ -113,7 +113,7 @@ def compare_runs(
     only_base = [tuple(map(str, k)) for k in a.index.difference(b.index)]
     only_new = [tuple(map(str, k)) for k in b.index.difference(a.index)]
     a, b = a.loc[both], b.loc[both]
-    joined = a.join(b, lsuffix="_base", rsuffix="_new")
+    joined = a.add_suffix("_base").join(b.add_suffix("_new"))
     regressions = _flips(joined[joined["passed_base"] & ~joined["passed_new"]], failing="new")
     fixes = _flips(joined[~joined["passed_base"] & joined["passed_new"]], failing="base")
     n = len(both)
@@ -281,6 +281,8 @@ def _frontier(rows: list[dict[str, Any]]) -> list[str]:
     """Labels no other model beats on both cost per case (lower) and pass rate (higher)."""
     out = []
     for row in rows:
+        if row["error_rate"] >= 1.0:
+            continue  # a model that answered nothing costs nothing: not a choice
         dominated = any(
             other is not row
             and other["cost_per_case_usd"] <= row["cost_per_case_usd"]
