@@ -1,7 +1,5 @@
 """`python -m evalkit` is the `evalkit` command."""
 
-import sys
+from evalkit.cli import entry
 
-from evalkit.cli import main
-
-sys.exit(main())
+entry()

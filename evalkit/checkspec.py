@@ -95,7 +95,13 @@ ALIASES = {
 UNTEMPLATED = frozenset({"json_schema", "python", "moderation"})
 
 _OPTIONS = ("name", "weight", "required")
-_ADAPTERS = {kind: TypeAdapter(t) for kind, t in ARG_TYPES.items()}
+_ADAPTERS: dict[str, TypeAdapter[Any]] = {}  # built on first use: import stays cheap
+
+
+def _adapter(kind: str) -> TypeAdapter[Any]:
+    if kind not in _ADAPTERS:
+        _ADAPTERS[kind] = TypeAdapter(ARG_TYPES[kind])
+    return _ADAPTERS[kind]
 
 
 def _did_you_mean(word: str, choices: list[str]) -> str:
@@ -153,7 +159,7 @@ class Check(BaseModel):
 
 def _validated_arg(kind: str, arg: Any) -> Any:
     try:
-        value = _ADAPTERS[kind].validate_python(arg)
+        value = _adapter(kind).validate_python(arg)
     except ValidationError as exc:
         first = max(exc.errors(), key=lambda e: len(e["loc"]))  # the most specific union branch
         where = ".".join(str(p) for p in first["loc"] if _is_field(p))

@@ -274,6 +274,7 @@ class Dispatcher:
                         raise
                     finally:
                         await limits.release(pause, ok)
+                        await asyncio.sleep(0)  # let a waiting worker send into the free slot
         except ProviderError as exc:
             self.budget.settle(reserved, 0.0)
             return _entry(request, started_at, attempts, error=exc)

@@ -28,7 +28,7 @@ from evalkit.plan import count_requests, groups
 from evalkit.preflight import ModelEstimate, estimate, find_overflows, overflow_problems
 from evalkit.progress import Progress
 from evalkit.providers import Provider
-from evalkit.providers.openai import OpenAIProvider, make_client
+from evalkit.providers.openai import OpenAIProvider, make_transport
 from evalkit.render import Renderer
 from evalkit.resume import ResumePlan, prepare
 from evalkit.store import RESULTS, RunDir, file_sha256, new_run_id, now_iso, read_manifest
@@ -273,7 +273,7 @@ async def _execute(
         resume.prior if resume else None,
     )
     in_flight = sum(t.concurrency for t in [*targets, *judges])
-    client = make_client(in_flight + 4, settings.timeout_s)
+    transport = make_transport(in_flight + 4)
     renderer = Renderer()
     run.open_journal()
     if resume and resume.retired:
@@ -284,7 +284,7 @@ async def _execute(
             paced[target.id] = (
                 target,
                 providers.get(target.id)
-                or OpenAIProvider(client, target.base_url, keys[target.id]),
+                or OpenAIProvider(transport, target.base_url, keys[target.id], settings.timeout_s),
                 ModelLimits(target.concurrency, target.rpm, target.tpm),
             )
     state.judges = {j.id: paced[j.id] for j in judges}
@@ -294,7 +294,7 @@ async def _execute(
         work = groups(suite, target, settings.samples, renderer)
         workers += [
             asyncio.create_task(state.worker(target, sender, limits, work))
-            for _ in range(target.concurrency)
+            for _ in range(_workers(target.concurrency))
         ]
     drawing = asyncio.create_task(progress.draw_until_cancelled())
     # the end of the run needs pandas and pyarrow: import them while requests are in flight
@@ -321,7 +321,7 @@ async def _execute(
         with contextlib.suppress(asyncio.CancelledError):
             await drawing
         await warm_up
-        await client.aclose()
+        await transport.aclose()
         if cache is not None:
             cache.close()
     failures = [
@@ -389,6 +389,12 @@ def _finish(
     return RunResult(
         run.path, status, state.requests, state.errors, reason, state.per_model, failed, frame
     )
+
+
+def _workers(concurrency: int) -> int:
+    """More workers than slots: a worker whose request is built waits for the slot another
+    frees, so the next request leaves while the previous answer is still being journaled."""
+    return concurrency + min(concurrency, 256)
 
 
 def _import_frame_libraries() -> None:

@@ -4,7 +4,7 @@ Why: every record of a run goes through `complete()`. Parsing must tolerate what
 OpenAI-compatible servers leave out or add, yet refuse an answer with no choices; each failure
 must be classified right, because the retry policy trusts `retryable` and `retry_after`; and
 the API key must never reach a message. Unit tests use `httpx.MockTransport`; the end-to-end
-ones go over real HTTP on 127.0.0.1 to `tests.fake_openai.FakeOpenAI` through `make_client`.
+ones go over real HTTP on 127.0.0.1 to `tests.fake_openai.FakeOpenAI` through `make_transport`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pytest
 
 from evalkit.plan import Endpoint, Request, plan
 from evalkit.providers import Completion, ProviderError
-from evalkit.providers.openai import OpenAIProvider, make_client
+from evalkit.providers.openai import OpenAIProvider, make_transport
 from evalkit.retry import parse_duration, retry_after
 from evalkit.suite import Case, ModelSpec, Suite
 from evalkit.targets import Target, resolve
@@ -75,7 +75,7 @@ def planned(
 
 def mock_complete(handler: Handler, req: Request, api_key: str | None = KEY) -> Completion:
     async def go() -> Completion:
-        client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+        client = httpx.MockTransport(handler)
         try:
             return await OpenAIProvider(client, BASE, api_key).complete(req)
         finally:
@@ -157,7 +157,7 @@ def test_trailing_slash_in_base_url_is_dropped() -> None:
             seen.append(str(r.url))
             return httpx.Response(200, json={"choices": [{"message": {"content": "x"}}]})
 
-        client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+        client = httpx.MockTransport(handler)
         try:
             await OpenAIProvider(client, BASE + "/", KEY).complete(request())
         finally:
@@ -587,8 +587,8 @@ def send(
     """Each request sent in turn over one real client; errors returned, not raised."""
 
     async def go() -> list[Completion | ProviderError]:
-        client = make_client(4, timeout_s)
-        provider = OpenAIProvider(client, server.url, api_key)
+        client = make_transport(4)
+        provider = OpenAIProvider(client, server.url, api_key, timeout_s)
         out: list[Completion | ProviderError] = []
         try:
             for req in requests:

@@ -23,53 +23,84 @@ from evalkit.retry import RETRYABLE_STATUS, retry_after
 _PATHS = {"chat": "/chat/completions", "completions": "/completions", "moderations": "/moderations"}
 
 
-def make_client(max_connections: int, timeout_s: float) -> httpx.AsyncClient:
-    """One shared client: connection pool sized for everything in flight."""
+def make_transport(max_connections: int) -> httpx.AsyncBaseTransport:
+    """One shared transport: aiohttp's connection pool, sized for everything in flight."""
     from httpx_aiohttp import AiohttpTransport
 
     limits = httpx.Limits(
         max_connections=max_connections, max_keepalive_connections=max_connections
     )
-    transport = AiohttpTransport(limits=limits, trust_env=True)
-    timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 30.0))
-    return httpx.AsyncClient(transport=transport, timeout=timeout, limits=limits)
+    transport: httpx.AsyncBaseTransport = AiohttpTransport(limits=limits, trust_env=True)
+    return transport
 
 
 class OpenAIProvider:
-    """Sends requests for one base URL and key; the key lives only in this object's headers."""
+    """Sends requests for one base URL and key; the key lives only in this object's headers.
 
-    def __init__(self, client: httpx.AsyncClient, base_url: str, api_key: str | None) -> None:
-        self._client = client
-        self._base_url = base_url.rstrip("/")
-        self._headers = {"content-type": "application/json"}
+    Requests go straight to an httpx transport (`handle_async_request`): httpx's request and
+    response types and its transport seam, without the client layer's per-request URL
+    merging, cookie jar and redirect handling, which cost more CPU than the HTTP itself.
+    """
+
+    def __init__(
+        self,
+        transport: httpx.AsyncBaseTransport,
+        base_url: str,
+        api_key: str | None,
+        timeout_s: float = 120.0,
+    ) -> None:
+        self._transport = transport
+        base = base_url.rstrip("/")
+        self._urls = {kind: httpx.URL(base + path) for kind, path in _PATHS.items()}
+        self._headers = [("content-type", "application/json")]
         if api_key:
-            self._headers["authorization"] = f"Bearer {api_key}"
+            self._headers.append(("authorization", f"Bearer {api_key}"))
+        self._timeout = {
+            "connect": min(timeout_s, 30.0),
+            "read": timeout_s,
+            "write": timeout_s,
+            "pool": timeout_s,
+        }
         self._secret = api_key or ""
 
+    async def _post(self, url: httpx.URL, content: bytes) -> httpx.Response:
+        request = httpx.Request(
+            "POST",
+            url,
+            headers=self._headers,
+            content=content,
+            extensions={"timeout": self._timeout},
+        )
+        return await self._transport.handle_async_request(request)
+
     async def complete(self, request: Request) -> Completion:
-        url = self._base_url + _PATHS[request.endpoint]
+        url = self._urls[request.endpoint]
         content = json.dumps(request.body, separators=(",", ":")).encode()
         started = time.perf_counter()
         try:
             if request.body.get("stream"):
                 return await self._stream(url, content, request, started)
-            response = await self._client.post(url, content=content, headers=self._headers)
+            response = await self._post(url, content)
+            try:
+                body = await response.aread()
+            finally:
+                await response.aclose()
         except (httpx.TransportError, aiohttp.ClientError, TimeoutError) as exc:
             raise self._transport_error(exc) from None
         latency = time.perf_counter() - started
         if response.status_code != 200:
-            raise self._http_error(response.status_code, response.content, response.headers)
+            raise self._http_error(response.status_code, body, response.headers)
         try:
-            payload = json.loads(response.content)
+            payload = json.loads(body)
         except ValueError:
-            snippet = self._clean(response.content.decode("utf-8", "replace"))[:120]
+            snippet = self._clean(body.decode("utf-8", "replace"))[:120]
             raise ProviderError(
                 "bad_response", f"response is not JSON: {snippet!r}", retryable=True
             ) from None
         return self._parse(payload, request, latency)
 
     async def _stream(
-        self, url: str, content: bytes, request: Request, started: float
+        self, url: httpx.URL, content: bytes, request: Request, started: float
     ) -> Completion:
         texts: dict[int, list[str]] = {}
         finish: dict[int, str | None] = {}
@@ -79,7 +110,8 @@ class OpenAIProvider:
         fingerprint = None
         ttft = None
         done = False
-        async with self._client.stream("POST", url, content=content, headers=self._headers) as resp:
+        resp = await self._post(url, content)
+        try:
             if resp.status_code != 200:
                 body = await resp.aread()
                 raise self._http_error(resp.status_code, body, resp.headers)
@@ -122,6 +154,8 @@ class OpenAIProvider:
                         if ttft is None:
                             ttft = time.perf_counter() - started
                         calls.setdefault(index, _StreamedCalls()).add(delta)
+        finally:
+            await resp.aclose()
         if not done:
             raise ProviderError(
                 "truncated_stream", "the stream ended without [DONE]", retryable=True
