@@ -175,9 +175,9 @@ def _validated_arg(kind: str, arg: Any) -> Any:
             "check_arg", "python: expected 'module:function', got '{v}'", {"v": value}
         )
     if kind == "json_schema":
-        _check_schema(value)
+        check_json_schema(value)
     if isinstance(value, ToolCallArg) and value.schema_ is not None:
-        _check_schema(value.schema_)
+        check_json_schema(value.schema_, "tool_call: schema")
     return value.model_dump(by_alias=True) if isinstance(value, BaseModel) else value
 
 
@@ -201,12 +201,13 @@ def compile_regex(pattern: str) -> re.Pattern[str]:
         ) from None
 
 
-def _check_schema(schema: dict[str, Any]) -> None:
+def check_json_schema(schema: dict[str, Any], what: str = "json_schema") -> None:
+    """A validation error unless `schema` is a valid JSON Schema (draft 2020-12)."""
     import jsonschema
 
     try:
         jsonschema.Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError as exc:
         raise PydanticCustomError(
-            "check_arg", "json_schema: not a valid JSON Schema: {e}", {"e": exc.message}
+            "json_schema", "{what}: not a valid JSON Schema: {e}", {"what": what, "e": exc.message}
         ) from None

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 from pydantic_core import PydanticCustomError
 
 from evalkit.catalog import EndpointKind
-from evalkit.checkspec import Check
+from evalkit.checkspec import Check, check_json_schema
 from evalkit.locate import Locator
 
 __all__ = [
@@ -70,14 +70,7 @@ class FunctionDef(Strict):
     @classmethod
     def _schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         if value is not None:
-            import jsonschema
-
-            try:
-                jsonschema.Draft202012Validator.check_schema(value)
-            except jsonschema.SchemaError as exc:
-                raise PydanticCustomError(
-                    "tool_schema", "parameters is not a valid JSON Schema: {e}", {"e": exc.message}
-                ) from None
+            check_json_schema(value, "parameters")
         return value
 
 

@@ -148,7 +148,7 @@ cases:
     [
         (
             "params:\n  tools: [{type: function, function: {name: f, parameters: {type: 7}}}]\nprompt: Q\ncases: [{vars: {}}]\n",
-            "parameters is not a valid JSON Schema",
+            "parameters: not a valid JSON Schema",
         ),
         (
             TOOLS
