@@ -193,3 +193,14 @@ def test_bad_tool_configuration_is_reported_before_sending(
         problems = [str(p) for p in exc.problems]
     assert any(message in p for p in problems), problems
     assert all(p.startswith(str(path) + ":") for p in problems)
+
+
+def test_tool_calls_and_verdicts_show_in_the_report(openai: FakeOpenAI, tmp_path: Path) -> None:
+    from evalkit.report import write_reports
+
+    settings = RunSettings(out=tmp_path / "runs", progress=False)
+    run_dir = run_suite(load_suite(ROOT / "suites" / "tools.yaml"), settings).run_dir
+    html_path = next(p for p in write_reports(run_dir, formats=["html"]) if p.suffix == ".html")
+    html = html_path.read_text()
+    assert "get_weather(" in html and "add(" in html  # the calls, shown where the text would be
+    assert "moderation" in html and "tool_args_valid" in html

@@ -63,6 +63,7 @@ class Cell:
     passed_samples: int
     finish_reason: str | None
     latency_s: float | None
+    tool_calls: list[str] = field(default_factory=list)  # "name(arguments)" per call
 
 
 @dataclass
@@ -210,7 +211,19 @@ def _cell(samples: list[dict[str, Any]]) -> Cell:
         passed_samples=sum(passed),
         finish_reason=_value(shown["finish_reason"]),
         latency_s=_value(shown["latency_s"]),
+        tool_calls=_calls(_value(shown.get("tool_calls"))),
     )
+
+
+def _calls(text: Any) -> list[str]:
+    """Tool calls as `name(arguments)`, for the cell of a model that called a tool."""
+    if not text:
+        return []
+    try:
+        calls = json.loads(text)
+    except ValueError:
+        return []
+    return [f"{c.get('name')}({c.get('arguments')})" for c in calls if isinstance(c, dict)]
 
 
 def _size(row: CaseRow) -> int:
