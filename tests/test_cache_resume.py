@@ -246,6 +246,26 @@ def test_a_corrupt_cache_warns_and_the_run_goes_on_without_it(
         assert len(frame) == 3 and not frame["cached"].any()
 
 
+def test_a_locked_cache_warns_and_the_run_goes_on_without_it(
+    openai: FakeOpenAI, write: Write, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sqlite3
+
+    folder = Path(os.environ["EVALKIT_CACHE_DIR"])
+    folder.mkdir(parents=True)
+    holder = sqlite3.connect(folder / CACHE_FILE, isolation_level=None)
+    holder.execute("CREATE TABLE other (x)")
+    holder.execute("BEGIN EXCLUSIVE")  # another process holds the file
+    try:
+        result = run_suite(load_suite(write("s.yaml", SUITE + _cases(3))), _settings(tmp_path))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    err = capsys.readouterr().err
+    assert "warning: cache" in err and "locked" in err and "running without the cache" in err
+    assert result.status == "complete" and openai.count() == 3
+
+
 def test_cache_stats_clear_and_explain(openai: FakeOpenAI, write: Write, tmp_path: Path) -> None:
     suite = load_suite(
         write(
