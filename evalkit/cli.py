@@ -282,11 +282,19 @@ def report(
     baseline: Annotated[
         Path | None, typer.Option("--baseline", help="Include a comparison with this run.")
     ] = None,
+    fail_on: Annotated[
+        str, typer.Option("--fail-on", help="With --baseline: any | significant | threshold:X.")
+    ] = "significant",
+    alpha: Annotated[
+        float, typer.Option("--alpha", min=0.0001, max=0.5, help="With --baseline.")
+    ] = 0.05,
 ) -> None:
     """Write report.html (self-contained), report.md (CI summary) and junit.xml."""
     from evalkit.report import write_reports
 
-    comparison = compare_runs(load_run(baseline), load_run(run_dir)) if baseline else None
+    comparison = None
+    if baseline is not None:
+        comparison = compare_runs(load_run(baseline), load_run(run_dir), fail_on, alpha)
     wanted = [f.strip() for f in formats.split(",") if f.strip()]
     for path in write_reports(run_dir, out_dir, wanted, comparison):
         typer.echo(str(path))

@@ -125,7 +125,7 @@ def compare_runs(
     p = mcnemar_exact(len(fixes), len(regressions))
     reasons = []
     if policy == "any" and regressions:
-        reasons.append(f"{len(regressions)} case(s) went from pass to fail (--fail-on any)")
+        reasons.append(f"{len(regressions)} case(s) went from pass to fail")
     if policy == "significant" and n and delta < 0 and p < alpha:
         reasons.append(f"pass rate fell {-delta:.1%} (McNemar p = {p:.3g} < {alpha:g})")
     if policy == "threshold" and n and -delta > threshold:

@@ -221,7 +221,8 @@ class Dispatcher:
         else:
             verdict = parse_result(text, check.arg)
         if check.negate:
-            verdict = Verdict(not verdict.passed, 1.0 - verdict.score, verdict.reason or "negated")
+            reason = "" if not verdict.passed else f"negated {check.kind} passed"
+            verdict = Verdict(not verdict.passed, 1.0 - verdict.score, reason)
         self.run.append(
             {
                 **result,

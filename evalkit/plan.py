@@ -210,7 +210,7 @@ def groups(
             rendered = renderer.prompt(suite, variant, case)
             endpoint = endpoint_for(rendered, target.info)
             params = layered_params(suite, target, variant, case)
-            params = _templated_tools(renderer, params, case)
+            params = templated_tools(renderer, params, case)
             if suite.select == "best_logprob" and params.logprobs in (None, False):
                 params = Params.model_validate({**params.set_values(), "logprobs": True})
             cap = suite.max_tokens_cap
@@ -231,7 +231,7 @@ def groups(
             )
 
 
-def _templated_tools(renderer: Renderer, params: Params, case: Case) -> Params:
+def templated_tools(renderer: Renderer, params: Params, case: Case) -> Params:
     """Tool and function definitions are templates too, rendered with the case's vars."""
     values = params.set_values()
     changed = False

@@ -131,6 +131,7 @@ def resume_run(run_dir: Path, settings: RunSettings | None = None) -> RunResult:
         }
     )
     run.manifest.update(status="running", finished_at=None)
+    run.manifest["options"]["max_cost"] = settings.max_cost  # a new ceiling given on resume sticks
     run.write_manifest()
     print(f"run directory: {run.path}", flush=True)
     return asyncio.run(_execute(suite, targets, judges, keys, providers, settings, run, plan))
@@ -165,15 +166,16 @@ def _prepare(
             raise SuiteError(overflows)
     judges = [resolve(ModelSpec(id=m), suite.endpoints, env) for m in _judge_models(suite)]
     keys = _api_keys([*targets, *judges], env)
-    return targets, judges, keys, _local_providers([*targets, *judges])
+    folder = Path(suite.source).parent
+    return targets, judges, keys, _local_providers([*targets, *judges], folder)
 
 
-def _local_providers(targets: list[Target]) -> dict[str, Provider]:
+def _local_providers(targets: list[Target], folder: Path) -> dict[str, Provider]:
     """Local models are checked (extra installed, GGUF present) before anything is sent."""
     from evalkit.providers.local import LocalProvider, gguf_path
 
     return {
-        t.id: LocalProvider(gguf_path(t.model, t.path), t.info.context_window)
+        t.id: LocalProvider(gguf_path(t.model, t.path, folder), t.info.context_window)
         for t in targets
         if t.provider == "local"
     }

@@ -77,6 +77,11 @@ def resolve(
         info = generic(spec.id, "both", spec.context_window or 2048)
         info = with_overrides(info, supports_suffix=False)
     if info is None:
+        if provider == "local":
+            raise UnknownModel(
+                f"unknown local model '{spec.id}': evalkit ships local/gemma-3-270m; "
+                "for another model give `path:` to its GGUF file"
+            )
         if spec.kind is None:
             raise UnknownModel(
                 f"unknown model '{spec.id}'{suggest(spec.id)}; to use a model evalkit does not "

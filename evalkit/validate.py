@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from pydantic import ValidationError
 from pydantic_core import PydanticCustomError
 
 from evalkit.checkspec import Check, JudgeArg, ModerationArg, compile_regex
 from evalkit.errors import Problem
 from evalkit.locate import show_path
-from evalkit.plan import Unsendable, build_body, endpoint_for, layered_params
+from evalkit.plan import Unsendable, build_body, endpoint_for, layered_params, templated_tools
 from evalkit.render import Rendered, Renderer, TemplateError
 from evalkit.suite import Case, ModelSpec, Suite, Variant
 from evalkit.targets import Target, UnknownModel, resolve
@@ -50,7 +51,7 @@ def check_suite(
                 report.add(_template_spot(exc, case, where, variant_name), what)
                 continue
             _check_endpoints(
-                suite, case, (variant_name, variant), rendered, targets, sendable, report
+                renderer, suite, case, (variant_name, variant), rendered, targets, sendable, report
             )
         path: tuple[str | int, ...]
         for index_in_suite, check in enumerate(suite.checks):
@@ -129,6 +130,7 @@ def _resolve_models(
 
 
 def _check_endpoints(
+    renderer: Renderer,
     suite: Suite,
     case: Case,
     variant: tuple[str, Variant | None],
@@ -140,7 +142,15 @@ def _check_endpoints(
     """Each (model, variant, prompt shape, params) is checked and reported once."""
     name, spec = variant
     for target in targets:
-        params = layered_params(suite, target, spec, case)
+        try:
+            params = templated_tools(renderer, layered_params(suite, target, spec, case), case)
+        except ValidationError as exc:  # e.g. a case's tool_choice naming no declared tool
+            where = ("cases", suite.cases.index(case), "params") if case.params else ("params",)
+            report.add(where, f"case '{case.key}': {exc.errors()[0]['msg']}")
+            continue
+        except TemplateError as exc:
+            report.add(("params",), f"case '{case.key}': {exc.field}: {exc.what}")
+            continue
         key = (
             target.id,
             name,

@@ -156,6 +156,16 @@ cases:
             "tool_choice names 'multiply', which is not among the declared tools (add)",
         ),
         (
+            "models: [openai/gpt-4o]\n"
+            + TOOLS
+            + "prompt: Q\ncases: [{vars: {}, params: {tool_choice: {type: function, function: {name: multiply}}}}]\n",
+            "tool_choice names 'multiply', which is not among the declared tools (add)",
+        ),
+        (
+            "models: [openai/gpt-4o]\nparams:\n  tools: [{type: function, function: {name: f, description: '{{ topic }}'}}]\nprompt: Q\ncases: [{vars: {}}]\n",
+            "undefined variable: 'topic' is undefined",
+        ),
+        (
             "models: [openai/gpt-3.5-turbo-instruct]\n"
             + TOOLS
             + "prompt: Q\ncases: [{vars: {}}]\n",
@@ -177,6 +187,8 @@ cases:
     ids=[
         "bad-schema",
         "undeclared-tool-choice",
+        "case-tool-choice-unknown",
+        "tool-template-var",
         "tools-on-completions",
         "tool-without-id",
         "moderation-model-tested",

@@ -47,10 +47,13 @@ GEMMA_TEMPLATE = (
 GEMMA_END_OF_TURN = "<end_of_turn>"
 
 
-def gguf_path(model: str, given: str | None) -> Path:
-    """The GGUF file of `local/<model>`: a given path, or the packaged Gemma 3 270M."""
+def gguf_path(model: str, given: str | None, folder: Path | None = None) -> Path:
+    """The GGUF file of `local/<model>`: a given path (relative to the suite's folder), or
+    the packaged Gemma 3 270M."""
     if given:
         path = Path(given).expanduser()
+        if not path.is_absolute() and folder is not None:
+            path = folder / path
         if not path.is_file():
             raise ConfigError(f"local/{model}: no GGUF file at {path}")
         with path.open("rb") as file:
