@@ -55,6 +55,10 @@ def _root(
 def validate(
     suites: Annotated[list[Path], typer.Argument(help="Suite files (YAML or JSONL).")],
     model: ModelOption = None,
+    allow_overflow: Annotated[
+        bool,
+        typer.Option("--allow-overflow", help="Accept cases that exceed a context window."),
+    ] = False,
 ) -> None:
     """Load and render every case of each suite; report every problem. Sends nothing."""
     problems = []
@@ -65,7 +69,7 @@ def validate(
             problems.extend(exc.problems)
             continue
         overrides = [ModelSpec(id=m) for m in model] if model else None
-        found = check_suite(suite, overrides)
+        found = check_suite(suite, overrides, allow_overflow=allow_overflow)
         if found:
             problems.extend(found)
             continue

@@ -137,11 +137,26 @@ def request_key(base_url: str, body: dict[str, Any], sample: int) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
-def layered_params(suite: Suite, target: Target, variant: Variant | None, case: Case) -> Params:
-    """Suite params < model/endpoint params < variant params < case params."""
-    params = target.params.over(suite.params)
-    if variant is not None and variant.params is not None:
-        params = variant.params.over(params)
+def layered_params(
+    suite: Suite,
+    target: Target,
+    variant: Variant | None,
+    case: Case,
+    memo: dict[tuple[str, int], Params] | None = None,
+) -> Params:
+    """Suite params < model/endpoint params < variant params < case params.
+
+    `memo` keeps the layers above the case per (model, variant): most cases add no params of
+    their own, and layering validates a model each time.
+    """
+    key = (target.id, id(variant))
+    params = memo.get(key) if memo is not None else None
+    if params is None:
+        params = target.params.over(suite.params)
+        if variant is not None and variant.params is not None:
+            params = variant.params.over(params)
+        if memo is not None:
+            memo[key] = params
     return case.params.over(params) if case.params is not None else params
 
 
@@ -201,6 +216,7 @@ def groups(
     """Every case × variant for `target`, lazily, with its checks rendered."""
     renderer = renderer or Renderer()
     variants = suite.variant_prompts()
+    memo: dict[tuple[str, int], Params] = {}
     for case in suite.cases:
         checks = {
             name: renderer.check(check, case.vars, (name,))
@@ -209,7 +225,7 @@ def groups(
         for name, variant in variants.items():
             rendered = renderer.prompt(suite, variant, case)
             endpoint = endpoint_for(rendered, target.info)
-            params = layered_params(suite, target, variant, case)
+            params = layered_params(suite, target, variant, case, memo)
             params = templated_tools(renderer, params, case)
             if suite.select == "best_logprob" and params.logprobs in (None, False):
                 params = Params.model_validate({**params.set_values(), "logprobs": True})
@@ -233,6 +249,8 @@ def groups(
 
 def templated_tools(renderer: Renderer, params: Params, case: Case) -> Params:
     """Tool and function definitions are templates too, rendered with the case's vars."""
+    if params.tools is None and params.functions is None:
+        return params
     values = params.set_values()
     changed = False
     for key in ("tools", "functions"):

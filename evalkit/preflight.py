@@ -73,45 +73,6 @@ def estimate(
     return out
 
 
-def find_overflows(
-    suite: Suite, targets: list[Target], samples: int | None = None
-) -> list[ModelEstimate]:
-    """Only the overflowing cases, found cheaply: a prompt's UTF-8 bytes bound its tokens, so
-    the tokenizer runs only for prompts that might not fit (every run checks this)."""
-    renderer = Renderer()
-    out = []
-    for target in targets:
-        counter: Counter | None = None
-        window = target.info.context_window
-        result = ModelEstimate(target.label)
-        for group in groups(suite, target, samples, renderer):
-            rendered = group.rendered
-            if rendered.is_chat:
-                texts = [str(v) for m in rendered.messages or () for _, v in m]
-                overhead = 4 * len(texts) + 3
-            else:
-                texts = [rendered.prompt or "", rendered.suffix or ""]
-                overhead = 0
-            max_tokens = group.params.max_tokens or 1
-            bound = sum(len(t.encode("utf-8")) for t in texts) + overhead
-            if bound + max_tokens <= window:
-                continue
-            counter = counter or Counter(target.info)
-            prompt = counter.body(group.request(0, group.params.max_tokens).body)
-            if prompt + max_tokens > window:
-                result.overflows.append(
-                    {
-                        "case_id": group.case.key,
-                        "variant": group.variant,
-                        "prompt_tokens": prompt,
-                        "max_tokens": max_tokens,
-                        "context_window": window,
-                    }
-                )
-        out.append(result)
-    return out
-
-
 def overflow_problems(suite: Suite, estimates: list[ModelEstimate]) -> list[Problem]:
     """One located problem per case that cannot fit a model's context window."""
     problems = []

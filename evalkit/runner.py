@@ -25,7 +25,7 @@ from evalkit.errors import ConfigError, InputError, SuiteError
 from evalkit.frame import frame_of_journal
 from evalkit.limits import ModelLimits
 from evalkit.plan import count_requests, groups
-from evalkit.preflight import ModelEstimate, estimate, find_overflows, overflow_problems
+from evalkit.preflight import ModelEstimate, estimate
 from evalkit.progress import Progress
 from evalkit.providers import Provider
 from evalkit.providers.openai import OpenAIProvider, make_transport
@@ -143,12 +143,12 @@ def dry_run(suite: Suite, settings: RunSettings | None = None) -> list[ModelEsti
     return estimate(suite, _targets(suite, settings), settings.samples)
 
 
-def _targets(suite: Suite, settings: RunSettings) -> list[Target]:
+def _targets(suite: Suite, settings: RunSettings, allow_overflow: bool = True) -> list[Target]:
     env = os.environ if settings.environ is None else settings.environ
     specs = [ModelSpec(id=m) for m in settings.models] if settings.models else suite.models
     if not specs:
         raise ConfigError("no models to run: give --model provider/model, or models: in the suite")
-    problems = check_suite(suite, specs if settings.models else None, env)
+    problems = check_suite(suite, specs if settings.models else None, env, allow_overflow)
     if problems:
         raise SuiteError(problems)
     return [_with_concurrency(resolve(s, suite.endpoints, env), s, settings) for s in specs]
@@ -159,11 +159,7 @@ def _prepare(
 ) -> tuple[list[Target], list[Target], dict[str, str | None], dict[str, Provider]]:
     """Validate everything and read the keys: all that can fail does so before any request."""
     env = os.environ if settings.environ is None else settings.environ
-    targets = _targets(suite, settings)
-    if not settings.allow_overflow:
-        overflows = overflow_problems(suite, find_overflows(suite, targets, settings.samples))
-        if overflows:
-            raise SuiteError(overflows)
+    targets = _targets(suite, settings, settings.allow_overflow)
     judges = [resolve(ModelSpec(id=m), suite.endpoints, env) for m in _judge_models(suite)]
     keys = _api_keys([*targets, *judges], env)
     folder = Path(suite.source).parent

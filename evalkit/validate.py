@@ -7,6 +7,7 @@ regex is found before anything is sent. Problems are collected, not raised one b
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 from pydantic_core import PydanticCustomError
@@ -16,8 +17,9 @@ from evalkit.errors import Problem
 from evalkit.locate import show_path
 from evalkit.plan import Unsendable, build_body, endpoint_for, layered_params, templated_tools
 from evalkit.render import Rendered, Renderer, TemplateError
-from evalkit.suite import Case, ModelSpec, Suite, Variant
+from evalkit.suite import Case, ModelSpec, Params, Suite, Variant
 from evalkit.targets import Target, UnknownModel, resolve
+from evalkit.tokens import Counter
 
 _MAX_PROBLEMS = 100
 
@@ -26,19 +28,21 @@ def check_suite(
     suite: Suite,
     models: list[ModelSpec] | None = None,
     environ: Mapping[str, str] | None = None,
+    allow_overflow: bool = False,
 ) -> list[Problem]:
     """Every problem in `suite` that loading could not see; [] when it is ready to run.
 
-    `models` replaces the suite's own list (the CLI's `--model`).
+    `models` replaces the suite's own list (the CLI's `--model`). A case whose prompt plus
+    `max_tokens` cannot fit a model's context window is a problem unless `allow_overflow`.
     """
     report = _Problems(suite)
     if not suite.cases:
         report.add(("cases",), "the suite has no cases")
     _check_ids(suite, report)
     targets = _resolve_models(suite, models, environ, report)
-    renderer = Renderer()
+    context = _Context(suite, Renderer(), targets, report, allow_overflow)
+    renderer = context.renderer
     variants = suite.variant_prompts()
-    sendable: set[tuple[object, ...]] = set()
     for index, case in enumerate(suite.cases):
         if report.full:
             break
@@ -50,9 +54,7 @@ def check_suite(
                 what = f"case '{case.key}': {_in_variant(variant_name)}{exc.field}: {exc.what}"
                 report.add(_template_spot(exc, case, where, variant_name), what)
                 continue
-            _check_endpoints(
-                renderer, suite, case, (variant_name, variant), rendered, targets, sendable, report
-            )
+            _check_endpoints(context, index, case, (variant_name, variant), rendered)
         path: tuple[str | int, ...]
         for index_in_suite, check in enumerate(suite.checks):
             path = ("checks", index_in_suite)
@@ -64,6 +66,20 @@ def check_suite(
     for index, check in enumerate(suite.checks):
         _check_judge(check, suite, ("checks", index), environ, report)
     return report.items
+
+
+@dataclass
+class _Context:
+    """What the per-case checks share: the renderer, the models, and memos across cases."""
+
+    suite: Suite
+    renderer: Renderer
+    targets: list[Target]
+    report: _Problems
+    allow_overflow: bool
+    sendable: set[tuple[object, ...]] = field(default_factory=set)
+    layers: dict[tuple[str, int], Params] = field(default_factory=dict)
+    counters: dict[str, Counter] = field(default_factory=dict)
 
 
 class _Problems:
@@ -130,27 +146,28 @@ def _resolve_models(
 
 
 def _check_endpoints(
-    renderer: Renderer,
-    suite: Suite,
+    context: _Context,
+    index: int,
     case: Case,
     variant: tuple[str, Variant | None],
     rendered: Rendered,
-    targets: list[Target],
-    seen: set[tuple[object, ...]],
-    report: _Problems,
 ) -> None:
-    """Each (model, variant, prompt shape, params) is checked and reported once."""
+    """Each (model, variant, prompt shape, params) is checked once; the window per case."""
     name, spec = variant
-    for target in targets:
+    suite, report = context.suite, context.report
+    for target in context.targets:
         try:
-            params = templated_tools(renderer, layered_params(suite, target, spec, case), case)
+            layered = layered_params(suite, target, spec, case, context.layers)
+            params = templated_tools(context.renderer, layered, case)
         except ValidationError as exc:  # e.g. a case's tool_choice naming no declared tool
-            where = ("cases", suite.cases.index(case), "params") if case.params else ("params",)
+            where = ("cases", index, "params") if case.params else ("params",)
             report.add(where, f"case '{case.key}': {exc.errors()[0]['msg']}")
             continue
         except TemplateError as exc:
             report.add(("params",), f"case '{case.key}': {exc.field}: {exc.what}")
             continue
+        if not context.allow_overflow:
+            _check_window(context, index, case, name, rendered, params, target)
         key = (
             target.id,
             name,
@@ -158,9 +175,9 @@ def _check_endpoints(
             rendered.suffix is not None,
             tuple(params.set_values()),
         )
-        if key in seen:
+        if key in context.sendable:
             continue
-        seen.add(key)
+        context.sendable.add(key)
         path: tuple[str | int, ...] = ("prompt",)
         if rendered.suffix is not None:
             path = ("suffix",)
@@ -175,6 +192,41 @@ def _check_endpoints(
             build_body(endpoint, target.model, rendered, params)
         except Unsendable as exc:
             report.add(("params",), f"{target.id}: {exc}")
+
+
+def _check_window(
+    context: _Context,
+    index: int,
+    case: Case,
+    variant: str,
+    rendered: Rendered,
+    params: Params,
+    target: Target,
+) -> None:
+    """Prompt plus max_tokens must fit the context window. A prompt's UTF-8 bytes bound its
+    tokens, so the tokenizer runs only for the rare prompt that might not fit."""
+    window = target.info.context_window
+    max_tokens = params.max_tokens or 1
+    if rendered.is_chat:
+        texts = [str(v) for message in rendered.messages or () for _, v in message]
+        overhead = 4 * len(texts) + 3
+    else:
+        texts = [rendered.prompt or "", rendered.suffix or ""]
+        overhead = 0
+    if sum(len(t.encode("utf-8")) for t in texts) + overhead + max_tokens <= window:
+        return
+    counter = context.counters.setdefault(target.id, Counter(target.info))
+    if rendered.is_chat:
+        prompt = counter.body({"messages": rendered.message_dicts()})
+    else:
+        prompt = counter.body({"prompt": rendered.prompt or "", "suffix": rendered.suffix})
+    if prompt + max_tokens > window:
+        context.report.add(
+            ("cases", index),
+            f"case '{case.key}': {_in_variant(variant)}{prompt} prompt tokens + max_tokens "
+            f"{max_tokens} exceed {target.label}'s context window of {window} "
+            "(use --allow-overflow to send it anyway)",
+        )
 
 
 def _check_check(
