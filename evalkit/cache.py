@@ -19,6 +19,7 @@ from typing import Any
 DEFAULT_DIR = ".evalkit"
 FILE = "cache.sqlite"
 _FLUSH_EVERY = 200
+_KEYS_IN_MEMORY = 1_000_000  # up to this many cached answers, their keys are held in a set
 
 
 def cache_dir(explicit: str | Path | None = None) -> Path:
@@ -35,6 +36,7 @@ class Cache:
         self.hits = 0
         self._pending: list[tuple[Any, ...]] = []
         self._db: sqlite3.Connection | None = None
+        self._keys: set[str] | None = None
         try:
             folder.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, timeout=2.0, isolation_level=None)
@@ -44,7 +46,9 @@ class Cache:
                 "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, url TEXT, model TEXT,"
                 " sample INTEGER, body TEXT, answer TEXT, created_at REAL)"
             )
-            db.execute("SELECT count(*) FROM answers").fetchone()
+            (count,) = db.execute("SELECT count(*) FROM answers").fetchone()
+            if count <= _KEYS_IN_MEMORY:  # a miss then costs a set lookup, not a query
+                self._keys = {key for (key,) in db.execute("SELECT key FROM answers")}
             self._db = db
         except (sqlite3.Error, OSError) as exc:
             print(
@@ -58,6 +62,8 @@ class Cache:
 
     def get(self, key: str) -> dict[str, Any] | None:
         if self._db is None or not self.read:
+            return None
+        if self._keys is not None and key not in self._keys:
             return None
         try:
             row = self._db.execute("SELECT answer FROM answers WHERE key = ?", (key,)).fetchone()
@@ -74,6 +80,8 @@ class Cache:
     ) -> None:
         if self._db is None:
             return
+        if self._keys is not None:
+            self._keys.add(key)
         self._pending.append(
             (
                 key,

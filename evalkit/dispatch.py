@@ -24,7 +24,7 @@ from evalkit.moderation import moderation_request, moderation_spec, parse_result
 from evalkit.plan import Group, Request
 from evalkit.progress import Progress
 from evalkit.providers import Completion, Provider, ProviderError
-from evalkit.retry import policy
+from evalkit.retry import policy, wait_after
 from evalkit.sampling import every_sample_hit_length, samples_of, select
 from evalkit.store import RunDir, now_iso
 from evalkit.targets import Target
@@ -255,27 +255,24 @@ class Dispatcher:
             reserved = max_cost(request, self._counter(request.target))
             if not self.budget.reserve(reserved):
                 raise BudgetReached()
-        attempts = 0
-        estimate = (
-            len(json.dumps(request.body)) // 4 + (request.max_tokens or 256) * request.choices
-        )
+        tokens = 0
+        if limits.counts_tokens:
+            tokens = (
+                len(json.dumps(request.body)) // 4 + (request.max_tokens or 256) * request.choices
+            )
+        attempts = 1
         try:
-            async for attempt in policy(self.settings.max_retries, self.settings.retry_initial_s):
-                with attempt:
-                    attempts += 1
-                    await limits.acquire(estimate)
-                    pause: float | None = None
-                    ok = False
-                    try:
-                        completion = await provider.complete(request)
-                        ok = True
-                    except ProviderError as exc:
-                        if exc.error_type == "rate_limit":
-                            pause = exc.retry_after if exc.retry_after is not None else 1.0
-                        raise
-                    finally:
-                        await limits.release(pause, ok)
-                        await asyncio.sleep(0)  # let a waiting worker send into the free slot
+            try:
+                completion = await _attempt(request, provider, limits, tokens)
+            except ProviderError as first:
+                max_attempts, initial = self.settings.max_retries, self.settings.retry_initial_s
+                if not first.retryable or max_attempts <= 1:
+                    raise
+                await asyncio.sleep(wait_after(first, 1, initial))
+                async for attempt in policy(max_attempts - 1, initial, earlier_attempts=1):
+                    with attempt:
+                        attempts += 1
+                        completion = await _attempt(request, provider, limits, tokens)
         except ProviderError as exc:
             self.budget.settle(reserved, 0.0)
             return _entry(request, started_at, attempts, error=exc)
@@ -314,6 +311,26 @@ class Dispatcher:
             self.stopped_models[target.label] = (
                 f"{target.label}: {entry['error']}; stopped sending to this model"
             )
+
+
+async def _attempt(
+    request: Request, provider: Provider, limits: ModelLimits, tokens: int
+) -> Completion:
+    """One attempt: wait for the model's limits, send, give the slot back (shrinking on 429)."""
+    await limits.acquire(tokens)
+    pause: float | None = None
+    ok = False
+    try:
+        completion = await provider.complete(request)
+        ok = True
+        return completion
+    except ProviderError as exc:
+        if exc.error_type == "rate_limit":
+            pause = exc.retry_after if exc.retry_after is not None else 1.0
+        raise
+    finally:
+        await limits.release(pause, ok)
+        await asyncio.sleep(0)  # let a waiting worker send into the free slot
 
 
 def _answer(completion: Completion) -> dict[str, Any]:

@@ -44,6 +44,7 @@ class ModelLimits:
         self._successes = 0
         self._rpm = _Bucket(rpm) if rpm else None
         self._tpm = _Bucket(tpm) if tpm else None
+        self.counts_tokens = self._tpm is not None  # only then is a request's size estimated
         self._changed = asyncio.Condition()
 
     async def acquire(self, tokens: int) -> None:

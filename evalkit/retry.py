@@ -76,26 +76,38 @@ def _is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, ProviderError) and exc.retryable
 
 
-class _ServerHintOrBackoff:
-    """Wait what the server asked (capped), else exponential back-off with jitter."""
+def wait_after(error: BaseException | None, failed_attempts: int, initial_s: float) -> float:
+    """Seconds to wait after `failed_attempts` attempts: the server's hint (capped), else
+    exponential back-off with jitter."""
+    hint = error.retry_after if isinstance(error, ProviderError) else None
+    if hint is not None:
+        return min(float(hint), MAX_WAIT_S)
+    exponential: float = initial_s * 2.0 ** (failed_attempts - 1)
+    return min(MAX_WAIT_S, exponential + random.uniform(0.0, initial_s))
 
-    def __init__(self, initial_s: float) -> None:
+
+class _ServerHintOrBackoff:
+    def __init__(self, initial_s: float, earlier_attempts: int) -> None:
         self._initial_s = initial_s
+        self._earlier = earlier_attempts
 
     def __call__(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        hint = exc.retry_after if isinstance(exc, ProviderError) else None
-        if hint is not None:
-            return min(float(hint), MAX_WAIT_S)
-        exponential: float = self._initial_s * 2.0 ** (state.attempt_number - 1)
-        return min(MAX_WAIT_S, exponential + random.uniform(0.0, self._initial_s))
+        return wait_after(exc, self._earlier + state.attempt_number, self._initial_s)
 
 
-def policy(max_attempts: int, initial_wait_s: float = 0.5) -> AsyncRetrying:
-    """A fresh retry loop for one request: `async for attempt in policy(...): with attempt:`."""
+def policy(
+    max_attempts: int, initial_wait_s: float = 0.5, earlier_attempts: int = 0
+) -> AsyncRetrying:
+    """A retry loop for one request: `async for attempt in policy(...): with attempt:`.
+
+    The runner makes the first attempt itself and enters this loop only after a retryable
+    failure (`earlier_attempts=1`): building a tenacity loop for every request cost more CPU
+    than the request's HTTP.
+    """
     return AsyncRetrying(
         stop=stop_after_attempt(max(1, max_attempts)),
-        wait=_ServerHintOrBackoff(initial_wait_s),
+        wait=_ServerHintOrBackoff(initial_wait_s, earlier_attempts),
         retry=retry_if_exception(_is_retryable),
         reraise=True,
     )
