@@ -11,7 +11,15 @@ import difflib
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 FinishReason = Literal["stop", "length", "content_filter", "tool_calls", "function_call"]
@@ -43,9 +51,35 @@ class ToolCallArg(_Arg):
     schema_: dict[str, Any] | None = Field(None, alias="schema")  # JSON Schema for the arguments
 
 
+MODERATION_CATEGORIES = (
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/intent",
+    "self-harm/instructions",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+)
+
+
 class ModerationArg(_Arg):
     categories: list[str] | None = None  # fail only on these; default: any flag fails
     model: str = "openai/omni-moderation-latest"
+
+    @field_validator("categories")
+    @classmethod
+    def _known(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or []:
+            if name not in MODERATION_CATEGORIES:
+                hint = _did_you_mean(name, list(MODERATION_CATEGORIES))
+                raise ValueError(f"unknown moderation category '{name}'{hint}")
+        return value
 
 
 class JudgeArg(_Arg):

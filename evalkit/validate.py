@@ -192,6 +192,15 @@ def _check_endpoints(
             build_body(endpoint, target.model, rendered, params)
         except Unsendable as exc:
             report.add(("params",), f"{target.id}: {exc}")
+        if target.provider == "local":
+            unsupported = [
+                n for n in ("tools", "functions", "tool_choice") if getattr(params, n) is not None
+            ]
+            if params.response_format is not None and params.response_format.type == "json_schema":
+                unsupported.append("response_format json_schema")
+            if unsupported:
+                what = ", ".join(unsupported)
+                report.add(("params",), f"{target.id}: local models do not support {what}")
 
 
 def _check_window(

@@ -183,6 +183,16 @@ cases:
             "prompt: Q\nchecks: [{moderation: {model: openai/gpt-4}}]\ncases: [{vars: {}}]\n",
             "moderation: openai/gpt-4 is not a moderation model",
         ),
+        (
+            "prompt: Q\nchecks: [{moderation: {categories: [harrasment]}}]\ncases: [{vars: {}}]\n",
+            "unknown moderation category 'harrasment' (did you mean 'harassment'?)",
+        ),
+        (
+            "models: [local/gemma-3-270m]\n"
+            + TOOLS
+            + "prompt: [{role: user, content: Q}]\ncases: [{vars: {}}]\n",
+            "local/gemma-3-270m: local models do not support tools",
+        ),
     ],
     ids=[
         "bad-schema",
@@ -193,6 +203,8 @@ cases:
         "tool-without-id",
         "moderation-model-tested",
         "chat-model-moderating",
+        "moderation-category-typo",
+        "tools-on-a-local-model",
     ],
 )
 def test_bad_tool_configuration_is_reported_before_sending(
