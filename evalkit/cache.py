@@ -14,7 +14,10 @@ import sqlite3
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from evalkit.plan import Request
 
 DEFAULT_DIR = ".evalkit"
 FILE = "cache.sqlite"
@@ -75,24 +78,24 @@ class Cache:
         answer: dict[str, Any] = json.loads(row[0])
         return answer
 
-    def put(
-        self, key: str, url: str, body: dict[str, Any], sample: int, answer: dict[str, Any]
-    ) -> None:
+    def put(self, request: Request, answer: dict[str, Any]) -> None:
+        """Keep an answer under its request's key (with the key's parts, for `explain`)."""
         if self._db is None:
             return
         if self._keys is not None:
-            self._keys.add(key)
-        self._pending.append(
-            (
-                key,
-                url,
-                str(body.get("model")),
-                sample,
-                json.dumps(body),
-                json.dumps(answer),
-                time.time(),
-            )
+            self._keys.add(request.key)
+        url = f"{request.target.base_url}/{request.endpoint}"
+        model = str(request.body.get("model"))
+        row = (
+            request.key,
+            url,
+            model,
+            request.sample,
+            request.wire,
+            json.dumps(answer),
+            time.time(),
         )
+        self._pending.append(row)
         if len(self._pending) >= _FLUSH_EVERY:
             self.flush()
 

@@ -6,7 +6,6 @@ override any field for its own models (see `ModelSpec` in `suite.py`).
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -220,12 +219,6 @@ _BY_ID = {m.id: m for m in CATALOG}
 def lookup(model_id: str) -> ModelInfo | None:
     """The catalogue entry for `provider/model`, or None."""
     return _BY_ID.get(model_id)
-
-
-def suggest(model_id: str) -> str:
-    """A ' (did you mean ...?)' hint for an unknown model id, or ''."""
-    close = difflib.get_close_matches(model_id, list(_BY_ID), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def generic(model_id: str, kind: EndpointKind = "both", context_window: int = 8_192) -> ModelInfo:

@@ -7,7 +7,6 @@ does with an output lives in `checks.py`.
 
 from __future__ import annotations
 
-import difflib
 import re
 from typing import Any, Literal
 
@@ -21,6 +20,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError
+
+from evalkit.errors import did_you_mean
 
 FinishReason = Literal["stop", "length", "content_filter", "tool_calls", "function_call"]
 
@@ -77,7 +78,7 @@ class ModerationArg(_Arg):
     def _known(cls, value: list[str] | None) -> list[str] | None:
         for name in value or []:
             if name not in MODERATION_CATEGORIES:
-                hint = _did_you_mean(name, list(MODERATION_CATEGORIES))
+                hint = did_you_mean(name, list(MODERATION_CATEGORIES))
                 raise ValueError(f"unknown moderation category '{name}'{hint}")
         return value
 
@@ -138,11 +139,6 @@ def _adapter(kind: str) -> TypeAdapter[Any]:
     return _ADAPTERS[kind]
 
 
-def _did_you_mean(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
 class Check(BaseModel):
     """One check, normalised: its kind, argument and options."""
 
@@ -186,7 +182,7 @@ class Check(BaseModel):
             raise PydanticCustomError(
                 "check_kind",
                 "unknown check '{kind}'{hint}",
-                {"kind": kind, "hint": _did_you_mean(kind, [*ARG_TYPES, "not"])},
+                {"kind": kind, "hint": did_you_mean(kind, [*ARG_TYPES, "not"])},
             )
         return {"kind": kind, "arg": _validated_arg(kind, data[kinds[0]]), **options}
 

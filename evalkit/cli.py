@@ -40,6 +40,15 @@ ModelOption = Annotated[
     list[str] | None,
     typer.Option("--model", "-m", help="provider/model to use instead of the suite's models."),
 ]
+FailOnOption = Annotated[
+    str, typer.Option("--fail-on", help="any | significant | threshold:X (a pass-rate drop).")
+]
+AlphaOption = Annotated[
+    float, typer.Option("--alpha", min=0.0001, max=0.5, help="Significance level.")
+]
+CacheDirOption = Annotated[
+    Path | None, typer.Option("--cache-dir", help="Cache folder (default .evalkit/).")
+]
 
 
 @app.callback()
@@ -120,9 +129,7 @@ def run(
     refresh: Annotated[
         bool, typer.Option("--refresh", help="Write the cache without reading it.")
     ] = False,
-    cache_dir_option: Annotated[
-        Path | None, typer.Option("--cache-dir", help="Cache folder (default .evalkit/).")
-    ] = None,
+    cache_dir_option: CacheDirOption = None,
     max_error_rate: Annotated[
         float,
         typer.Option("--max-error-rate", min=0, max=1, help="Fail the run (exit 3) above this."),
@@ -143,12 +150,8 @@ def run(
         Path | None,
         typer.Option("--baseline", help="Compare with this run; exit 1 on a regression."),
     ] = None,
-    fail_on: Annotated[
-        str, typer.Option("--fail-on", help="With --baseline: any | significant | threshold:X.")
-    ] = "significant",
-    alpha: Annotated[
-        float, typer.Option("--alpha", min=0.0001, max=0.5, help="With --baseline.")
-    ] = 0.05,
+    fail_on: FailOnOption = "significant",
+    alpha: AlphaOption = 0.05,
     write_report: Annotated[
         bool, typer.Option("--report", help="Write report.html, report.md, junit.xml.")
     ] = False,
@@ -260,12 +263,8 @@ class _AfterRun:
 def compare(
     base: Annotated[Path, typer.Argument(help="The baseline run directory.")],
     new: Annotated[Path, typer.Argument(help="The candidate run directory.")],
-    fail_on: Annotated[
-        str, typer.Option("--fail-on", help="any | significant | threshold:X (a pass-rate drop).")
-    ] = "significant",
-    alpha: Annotated[
-        float, typer.Option("--alpha", min=0.0001, max=0.5, help="Significance level.")
-    ] = 0.05,
+    fail_on: FailOnOption = "significant",
+    alpha: AlphaOption = 0.05,
 ) -> None:
     """Which cases flipped between two runs, and whether it is a regression (exit 1)."""
     result = compare_runs(load_run(base), load_run(new), fail_on, alpha)
@@ -286,12 +285,8 @@ def report(
     baseline: Annotated[
         Path | None, typer.Option("--baseline", help="Include a comparison with this run.")
     ] = None,
-    fail_on: Annotated[
-        str, typer.Option("--fail-on", help="With --baseline: any | significant | threshold:X.")
-    ] = "significant",
-    alpha: Annotated[
-        float, typer.Option("--alpha", min=0.0001, max=0.5, help="With --baseline.")
-    ] = 0.05,
+    fail_on: FailOnOption = "significant",
+    alpha: AlphaOption = 0.05,
 ) -> None:
     """Write report.html (self-contained), report.md (CI summary) and junit.xml."""
     from evalkit.report import write_reports
@@ -306,9 +301,6 @@ def report(
 
 cache_app = typer.Typer(no_args_is_help=True, help="The response cache: stats, clear, explain.")
 app.add_typer(cache_app, name="cache")
-CacheDirOption = Annotated[
-    Path | None, typer.Option("--cache-dir", help="Cache folder (default .evalkit/).")
-]
 
 
 @cache_app.command("stats")

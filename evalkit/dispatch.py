@@ -245,7 +245,6 @@ class Dispatcher:
     ) -> dict[str, Any]:
         """The cache's answer, or the server's (with retries); raises BudgetReached."""
         started_at = now_iso()
-        url = f"{request.target.base_url}/{request.endpoint}"
         if self.cache is not None:
             answer = self.cache.get(request.key)
             if answer is not None:
@@ -257,9 +256,7 @@ class Dispatcher:
                 raise BudgetReached()
         tokens = 0
         if limits.counts_tokens:
-            tokens = (
-                len(json.dumps(request.body)) // 4 + (request.max_tokens or 256) * request.choices
-            )
+            tokens = len(request.wire) // 4 + (request.max_tokens or 256) * request.choices
         attempts = 1
         try:
             try:
@@ -282,7 +279,7 @@ class Dispatcher:
         entry = _entry(request, started_at, attempts, answer=_answer(completion))
         self.budget.settle(reserved, entry.get("cost_usd") or 0.0)
         if self.cache is not None:
-            self.cache.put(request.key, url, request.body, request.sample, _answer(completion))
+            self.cache.put(request, _answer(completion))
         return entry
 
     def _counter(self, target: Target) -> Counter:

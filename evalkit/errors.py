@@ -11,6 +11,7 @@ Anything else that escapes is a bug (exit 4).
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 
 
@@ -57,3 +58,9 @@ class SuiteError(InputError):
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = sorted(problems, key=lambda p: (p.file, p.line))
         super().__init__("\n".join(str(p) for p in self.problems))
+
+
+def did_you_mean(word: str, choices: list[str]) -> str:
+    """A ' (did you mean ...?)' hint when one of `choices` is close to `word`, else ''."""
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""

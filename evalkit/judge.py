@@ -13,7 +13,7 @@ from typing import Any
 
 from evalkit.checks import Verdict
 from evalkit.checkspec import JudgeArg
-from evalkit.plan import Request, build_body, endpoint_for, request_key
+from evalkit.plan import Request, build_body, endpoint_for
 from evalkit.render import Rendered
 from evalkit.suite import Case, Params
 from evalkit.targets import Target
@@ -49,8 +49,7 @@ def judge_request(
     endpoint = endpoint_for(rendered, judge.info)
     params = judge.params.over(Params(temperature=0, max_tokens=256))  # the judge's own win
     body = build_body(endpoint, judge.model, rendered, params)
-    key = request_key(f"{judge.base_url}/{endpoint}", body, 0)
-    return Request(key, case, variant, judge, sample, endpoint, body)
+    return Request.build(case, variant, judge, sample, endpoint, body, key_sample=0)
 
 
 def parse_verdict(text: str, threshold: float = 0.5) -> Verdict:

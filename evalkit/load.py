@@ -7,7 +7,6 @@ read relative to the suite's folder. Lines in OpenAI Evals sample format
 
 from __future__ import annotations
 
-import difflib
 import json
 import types
 import typing
@@ -17,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from evalkit.errors import Problem, SuiteError
+from evalkit.errors import Problem, SuiteError, did_you_mean
 from evalkit.locate import Locator, data_path, show_path
 from evalkit.suite import Case, Suite
 
@@ -200,7 +199,7 @@ def _problems(exc: ValidationError, data: Any, locator: Locator) -> list[Problem
             continue  # a union's other branches failing: the deeper error says more
         kind = errs[0]["type"]
         if kind == "extra_forbidden":
-            hint = _did_you_mean(str(path[-1]), _allowed_keys(path[:-1]))
+            hint = did_you_mean(str(path[-1]), _allowed_keys(path[:-1]))
             what = f"unknown key '{path[-1]}'{hint}"
             file, line = locator.line_of(path)
         elif kind == "missing":
@@ -217,11 +216,6 @@ def _message(err: dict[str, Any]) -> str:
     msg = str(err["msg"])
     prefix = "Value error, "
     return msg[len(prefix) :] if msg.startswith(prefix) else msg
-
-
-def _did_you_mean(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _allowed_keys(path: tuple[str | int, ...]) -> list[str]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from evalkit.checks import Verdict
 from evalkit.checkspec import ModerationArg
-from evalkit.plan import Request, request_key
+from evalkit.plan import Request
 from evalkit.suite import Case
 from evalkit.targets import Target
 
@@ -20,8 +20,7 @@ def moderation_request(
     target: Target, case: Case, variant: str, output: str, sample: int
 ) -> Request:
     body = {"model": target.model, "input": output}
-    key = request_key(f"{target.base_url}/moderations", body, 0)
-    return Request(key, case, variant, target, sample, "moderations", body)
+    return Request.build(case, variant, target, sample, "moderations", body, key_sample=0)
 
 
 def moderation_spec(arg: Any) -> ModerationArg:

@@ -49,6 +49,32 @@ class Request:
     sample: int
     endpoint: Endpoint
     body: dict[str, Any]
+    wire: str  # the body as JSON (canonical: sorted keys), sent as is and hashed into `key`
+
+    @classmethod
+    def build(
+        cls,
+        case: Case,
+        variant: str,
+        target: Target,
+        sample: int,
+        endpoint: Endpoint,
+        body: dict[str, Any],
+        key_sample: int | None = None,
+    ) -> Request:
+        """The request, its body serialised once and its key derived from that.
+
+        The key hashes (endpoint URL, full body, sample index): the model is part of the
+        body, and the sample index keeps sampled repeats apart. A grading request passes
+        `key_sample=0`: grading the same output twice is the same request, whatever sample
+        it belongs to.
+        """
+        wire = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        url = json.dumps(f"{target.base_url}/{endpoint}")
+        keyed = sample if key_sample is None else key_sample
+        canonical = f"[{url},{wire},{keyed}]"  # == json.dumps([url, body, sample], sorted)
+        key = hashlib.sha256(canonical.encode()).hexdigest()[:32]
+        return cls(key, case, variant, target, sample, endpoint, body, wire)
 
     @property
     def max_tokens(self) -> int | None:
@@ -128,15 +154,6 @@ def build_body(
     return body
 
 
-def request_key(base_url: str, body: dict[str, Any], sample: int) -> str:
-    """Hash of (endpoint URL, full body, sample index): the same request, the same key.
-
-    The model is part of the body; the sample index keeps sampled repeats apart.
-    """
-    canonical = json.dumps([base_url, body, sample], sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
-
-
 def layered_params(
     suite: Suite,
     target: Target,
@@ -203,8 +220,7 @@ class Group:
         if changes:
             params = Params.model_validate({**params.set_values(), **changes})
         body = build_body(self.endpoint, self.target.model, self.rendered, params)
-        key = request_key(f"{self.target.base_url}/{self.endpoint}", body, sample)
-        return Request(key, self.case, self.variant, self.target, sample, self.endpoint, body)
+        return Request.build(self.case, self.variant, self.target, sample, self.endpoint, body)
 
     def first_round(self) -> list[Request]:
         return [self.request(s, self.params.max_tokens) for s in range(self.samples)]

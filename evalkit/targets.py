@@ -10,7 +10,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from evalkit.catalog import ModelInfo, generic, lookup, suggest, with_overrides
+from evalkit.catalog import CATALOG, ModelInfo, generic, lookup, with_overrides
+from evalkit.errors import did_you_mean
 from evalkit.suite import Endpoint, ModelSpec, Params
 
 OPENAI_DEFAULT_URL = "https://api.openai.com/v1"
@@ -83,8 +84,9 @@ def resolve(
                 "for another model give `path:` to its GGUF file"
             )
         if spec.kind is None:
+            hint = did_you_mean(spec.id, [m.id for m in CATALOG])
             raise UnknownModel(
-                f"unknown model '{spec.id}'{suggest(spec.id)}; to use a model evalkit does not "
+                f"unknown model '{spec.id}'{hint}; to use a model evalkit does not "
                 "know yet, give its kind (chat or completions) and prices in the suite"
             )
         info = generic(spec.id, spec.kind)

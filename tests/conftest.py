@@ -38,6 +38,17 @@ def write(tmp_path: Path) -> Callable[[str, str], Path]:
     return _write
 
 
+def cli_env(server_url: str, key: str | None = "sk-cli-test") -> dict[str, str]:
+    """The environment for an `evalkit` subprocess: this machine's, pointed at `server_url`."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "EVALKIT_"))}
+    env["OPENAI_BASE_URL"] = server_url
+    if key:
+        env["OPENAI_API_KEY"] = key
+    return env
+
+
 @pytest.fixture(scope="session")
 def fake_server() -> Iterator[FakeOpenAI]:
     """One loopback fake OpenAI server for the session (reset before each use)."""

@@ -25,6 +25,7 @@ from evalkit.store import read_journal
 from evalkit.suite import ModelSpec
 from evalkit.targets import resolve
 from evalkit.tokens import Counter as TokenCounter
+from tests.conftest import cli_env
 from tests.fake_openai import FakeOpenAI
 
 Write = Callable[[str, str], Path]
@@ -63,20 +64,13 @@ def _answers(server: FakeOpenAI) -> list[str]:
     return out
 
 
-def _env(server_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "EVALKIT_"))}
-    env["OPENAI_BASE_URL"] = server_url
-    env["OPENAI_API_KEY"] = "sk-cli-test"
-    return env
-
-
 def _evalkit(server: FakeOpenAI, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "evalkit", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
-        env=_env(server.url),
+        env=cli_env(server.url),
         stdin=subprocess.DEVNULL,
         timeout=120,
     )
@@ -287,34 +281,28 @@ def test_cache_stats_clear_and_explain(openai: FakeOpenAI, write: Write, tmp_pat
     assert "  gpt-4: 2" in stats.stdout and "  gpt-3.5-turbo: 2" in stats.stdout
 
     run_dir = str(result.run_dir)
-    explain = _evalkit(
-        openai,
-        tmp_path,
-        "cache",
-        "explain",
-        run_dir,
-        "c1",
-        "openai/gpt-4",
-        "--cache-dir",
-        "mycache",
-    )
+
+    def explain_case(case: str) -> subprocess.CompletedProcess[str]:
+        return _evalkit(
+            openai,
+            tmp_path,
+            "cache",
+            "explain",
+            run_dir,
+            case,
+            "openai/gpt-4",
+            "--cache-dir",
+            "mycache",
+        )
+
+    explain = explain_case("c1")
     assert explain.returncode == 0, explain.stderr
     out = explain.stdout
     assert f"key {key} (sample 0" in out and "in cache: yes" in out
     assert f"endpoint URL: {openai.url}/chat" in out and "model: openai/gpt-4" in out
     assert '"model": "gpt-4"' in out and "ANSWER: answer1" in out and "answer0" not in out
 
-    unknown = _evalkit(
-        openai,
-        tmp_path,
-        "cache",
-        "explain",
-        run_dir,
-        "nope",
-        "openai/gpt-4",
-        "--cache-dir",
-        "mycache",
-    )
+    unknown = explain_case("nope")
     assert unknown.returncode == 2 and "no request for case 'nope'" in unknown.stderr
 
     cleared = _evalkit(openai, tmp_path, "cache", "clear", "--cache-dir", "mycache")
@@ -322,17 +310,7 @@ def test_cache_stats_clear_and_explain(openai: FakeOpenAI, write: Write, tmp_pat
     assert (
         "0 answers" in _evalkit(openai, tmp_path, "cache", "stats", "--cache-dir", "mycache").stdout
     )
-    gone = _evalkit(
-        openai,
-        tmp_path,
-        "cache",
-        "explain",
-        run_dir,
-        "c1",
-        "openai/gpt-4",
-        "--cache-dir",
-        "mycache",
-    )
+    gone = explain_case("c1")
     assert gone.returncode == 0 and "in cache: no" in gone.stdout and f"key {key}" in gone.stdout
     assert openai.count() == 4  # none of the cache commands sent anything
 
@@ -363,7 +341,7 @@ def test_a_killed_run_resumes_without_sending_anything_twice(
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=_env(openai.url),
+            env=cli_env(openai.url),
         )
         deadline = time.monotonic() + 60
         while openai.count() < 20 and time.monotonic() < deadline and process.poll() is None:

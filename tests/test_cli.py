@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.conftest import cli_env
 from tests.fake_openai import FakeOpenAI
 
 ROOT = Path(__file__).parent.parent
@@ -75,16 +76,6 @@ def test_unknown_option_is_a_usage_error() -> None:
     assert "No such option" in result.stderr
 
 
-def _env(server_url: str, key: str | None = "sk-cli-test") -> dict[str, str]:
-    import os
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "EVALKIT_"))}
-    env["OPENAI_BASE_URL"] = server_url
-    if key:
-        env["OPENAI_API_KEY"] = key
-    return env
-
-
 RUN_SUITE = """
 models: [openai/gpt-3.5-turbo]
 prompt: [{role: user, content: "ANSWER: {{ a }}"}]
@@ -105,7 +96,7 @@ def test_run_prints_the_run_directory_and_exits_0(
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        env=_env(openai.url),
+        env=cli_env(openai.url),
     )
     assert result.returncode == 0, result.stderr
     line = next(x for x in result.stdout.splitlines() if x.startswith("run directory: "))
@@ -124,7 +115,7 @@ def test_run_without_a_key_exits_2_before_sending(
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        env=_env(openai.url, key=None),
+        env=cli_env(openai.url, key=None),
     )
     assert result.returncode == 2
     assert "OPENAI_API_KEY" in result.stderr and openai.count() == 0
@@ -150,7 +141,7 @@ def test_run_with_too_many_errors_exits_3(openai: FakeOpenAI, write: Write, tmp_
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        env=_env(openai.url),
+        env=cli_env(openai.url),
     )
     assert result.returncode == 3
     assert "error rate 75.0%" in result.stderr
@@ -171,7 +162,7 @@ def test_interrupt_keeps_what_finished_and_exits_3(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=_env(openai.url),
+        env=cli_env(openai.url),
     )
     assert process.stdout is not None
     line = process.stdout.readline()

@@ -54,7 +54,7 @@ def request(endpoint: Endpoint = "chat", **body: Any) -> Request:
             else {"model": "gpt-3.5-turbo-instruct", "prompt": "hi"}
         )
     model = "openai/gpt-4o-mini" if endpoint == "chat" else "openai/gpt-3.5-turbo-instruct"
-    return Request("k" * 32, Case(id="c"), "", target(model), 0, endpoint, body)
+    return Request.build(Case(id="c"), "", target(model), 0, endpoint, body)
 
 
 def planned(

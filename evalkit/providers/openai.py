@@ -75,7 +75,7 @@ class OpenAIProvider:
 
     async def complete(self, request: Request) -> Completion:
         url = self._urls[request.endpoint]
-        content = json.dumps(request.body, separators=(",", ":")).encode()
+        content = request.wire.encode()
         started = time.perf_counter()
         try:
             if request.body.get("stream"):
