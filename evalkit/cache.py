@@ -36,7 +36,6 @@ class Cache:
     def __init__(self, folder: Path, read: bool = True) -> None:
         self.path = folder / FILE
         self.read = read
-        self.hits = 0
         self._pending: list[tuple[Any, ...]] = []
         self._db: sqlite3.Connection | None = None
         self._keys: set[str] | None = None
@@ -59,10 +58,6 @@ class Cache:
                 file=sys.stderr,
             )
 
-    @property
-    def usable(self) -> bool:
-        return self._db is not None
-
     def get(self, key: str) -> dict[str, Any] | None:
         if self._db is None or not self.read:
             return None
@@ -74,7 +69,6 @@ class Cache:
             return None
         if row is None:
             return None
-        self.hits += 1
         answer: dict[str, Any] = json.loads(row[0])
         return answer
 

@@ -338,10 +338,17 @@ def evaluate(check: Check, output: str, record: Record, folder: Path | None = No
     return verdict
 
 
-def combine(verdicts: Mapping[str, Verdict], checks: Mapping[str, Check]) -> tuple[bool, float]:
-    """`passed`: every required check passed; `score`: the weighted mean of check scores."""
-    passed = all(v.passed for name, v in verdicts.items() if checks[name].required)
-    weight = sum(checks[name].weight for name in verdicts)
+def combine(
+    results: Mapping[str, tuple[bool, float]], meta: Mapping[str, tuple[float, bool]]
+) -> tuple[bool, float]:
+    """`passed`: every required check passed; `score`: the weighted mean of check scores.
+
+    `results` holds each check's (passed, score), `meta` its (weight, required).
+    """
+    passed = all(ok for name, (ok, _) in results.items() if meta[name][1])
+    weight = sum(float(meta[name][0]) for name in results)
     if not weight:
         return passed, 1.0 if passed else 0.0
-    return passed, sum(v.score * checks[name].weight for name, v in verdicts.items()) / weight
+    return passed, sum(
+        score * float(meta[name][0]) for name, (_, score) in results.items()
+    ) / weight

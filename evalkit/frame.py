@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from evalkit.checks import combine
 from evalkit.store import RESULTS, read_journal, read_manifest
 
 if TYPE_CHECKING:
@@ -135,13 +136,8 @@ def _finish_row(row: dict[str, Any]) -> None:
     if row.pop("_failed"):
         row["passed"], row["score"] = False, 0.0
         return
-    names = [n for n in meta if f"check.{n}" in row]
-    row["passed"] = all(row[f"check.{n}"] for n in names if meta[n][1])
-    weight = sum(float(meta[n][0]) for n in names)
-    if weight:
-        row["score"] = sum(row[f"check.{n}.score"] * float(meta[n][0]) for n in names) / weight
-    else:
-        row["score"] = 1.0 if row["passed"] else 0.0
+    results = {n: (row[f"check.{n}"], row[f"check.{n}.score"]) for n in meta if f"check.{n}" in row}
+    row["passed"], row["score"] = combine(results, {n: (m[0], m[1]) for n, m in meta.items()})
 
 
 def to_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:

@@ -40,7 +40,6 @@ class ModelLimits:
         self.limit = concurrency
         self.in_flight = 0
         self.paused_until = 0.0
-        self.rate_limited = 0  # 429s seen, for the progress line and the manifest
         self._successes = 0
         self._rpm = _Bucket(rpm) if rpm else None
         self._tpm = _Bucket(tpm) if tpm else None
@@ -77,7 +76,6 @@ class ModelLimits:
         async with self._changed:
             self.in_flight -= 1
             if rate_limited_for is not None:
-                self.rate_limited += 1
                 self.limit = max(1, self.limit // 2)
                 self._successes = 0
                 until = time.monotonic() + rate_limited_for

@@ -80,7 +80,9 @@ def test_combine_uses_required_checks_and_weights() -> None:
         "b": Check.model_validate({"contains": "y", "required": False}),
     }
     verdicts = {name: evaluate(c, "x alone", {}) for name, c in checks.items()}
-    assert combine(verdicts, checks) == (True, pytest.approx(0.75))
+    results = {name: (v.passed, v.score) for name, v in verdicts.items()}
+    meta = {name: (c.weight, c.required) for name, c in checks.items()}
+    assert combine(results, meta) == (True, pytest.approx(0.75))
 
 
 @pytest.mark.parametrize(

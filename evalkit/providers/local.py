@@ -89,7 +89,6 @@ class LocalProvider:
         self.threads = threads or max(1, os.cpu_count() or 1)
         self._models: dict[bool, Any] = {}
         self._lock = asyncio.Lock()
-        self.load_s = 0.0
 
     def model(self, logits_all: bool = False) -> Any:
         """The loaded model (loaded on first use; with logits_all only when logprobs are asked)."""
@@ -97,7 +96,6 @@ class LocalProvider:
             from llama_cpp import Llama
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-            started = time.perf_counter()
             handler = Jinja2ChatFormatter(
                 template=GEMMA_TEMPLATE, eos_token=GEMMA_END_OF_TURN, bos_token="<bos>"
             ).to_chat_handler()
@@ -109,7 +107,6 @@ class LocalProvider:
                 chat_handler=handler,
                 verbose=False,
             )
-            self.load_s += time.perf_counter() - started
         return self._models[logits_all]
 
     async def complete(self, request: Request) -> Completion:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from evalkit.report import RunReport
 
-PASS, FAIL, FRONTIER, MUTED = "#2f855a", "#c53030", "#c05621", "#4a5568"
+PASS, FRONTIER, MUTED = "#2f855a", "#c05621", "#4a5568"
 FINISH_COLOURS = {
     "stop": "#2f855a",
     "length": "#d69e2e",
