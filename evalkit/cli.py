@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
-    pass
+    import pandas as pd
 
 from evalkit import cache
 from evalkit.cache import cache_dir
@@ -157,9 +157,10 @@ def run(
     ] = False,
 ) -> None:
     """Send every case to every model; write a run directory (manifest, journal, results)."""
-    if baseline is not None:
-        parse_policy(fail_on)  # a bad policy is bad input before anything is sent
-        load_run(baseline)
+    baseline_frame = None
+    if baseline is not None:  # bad input here fails before anything is sent
+        parse_policy(fail_on)
+        baseline_frame = load_run(baseline)
     settings = RunSettings(
         models=model,
         concurrency=jobs,
@@ -175,7 +176,7 @@ def run(
         cache_dir=cache_dir_option,
         allow_overflow=allow_overflow,
     )
-    after = _AfterRun(baseline, fail_on, alpha, write_report)
+    after = _AfterRun(baseline_frame, fail_on, alpha, write_report)
     if resume is not None:
         raise typer.Exit(after(resume_run(resume, settings)))
     if not suites:
@@ -230,7 +231,9 @@ def _offer_resume(suite: Suite, settings: RunSettings) -> Path | None:
 class _AfterRun:
     """Print a finished run's summary; compare with the baseline and write reports if asked."""
 
-    def __init__(self, baseline: Path | None, fail_on: str, alpha: float, report: bool) -> None:
+    def __init__(
+        self, baseline: pd.DataFrame | None, fail_on: str, alpha: float, report: bool
+    ) -> None:
         self.baseline, self.fail_on, self.alpha, self.report = baseline, fail_on, alpha, report
 
     def __call__(self, result: RunResult) -> int:
@@ -248,7 +251,7 @@ class _AfterRun:
         code = result.exit_code
         comparison = None
         if self.baseline is not None and result.status == "complete":
-            comparison = compare_runs(load_run(self.baseline), frame, self.fail_on, self.alpha)
+            comparison = compare_runs(self.baseline, frame, self.fail_on, self.alpha)
             typer.echo(comparison_text(comparison))
             code = 1 if comparison.failed else 0  # the gate decides, not each failing check
         if self.report:
