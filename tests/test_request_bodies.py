@@ -1,8 +1,10 @@
 """Every request body evalkit builds is valid for the official OpenAI API description.
 
 Why: a body the API rejects fails every request of a run at send time, after the suite was
-declared valid; checking against `shared/openai-openapi/openapi.json` (OpenAPI 3.1, plain JSON
-Schema 2020-12) catches a wrong name, type or range before anything is sent. The spec's
+declared valid; checking against the official description (OpenAPI 3.1, plain JSON Schema
+2020-12) catches a wrong name, type or range before anything is sent. The schemas come from
+`tests/data/openai-openapi/openapi.pruned.json`, the request bodies' part of the spec, which
+`scripts/prune_openapi.py` regenerates from the full one (see the README there). The spec's
 `nullable: true` is an OpenAPI 3.0 keyword that JSON Schema ignores, so `null` counts as invalid
 where the spec means "nullable": harmless here, because evalkit never sends `null`.
 """
@@ -10,6 +12,9 @@ where the spec means "nullable": harmless here, because evalkit never sends `nul
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -29,8 +34,13 @@ from evalkit.suite import Message, ModelSpec, Params, Suite
 from evalkit.targets import resolve
 from evalkit.validate import check_suite
 
-SPEC_PATH = Path(__file__).resolve().parents[2] / "shared" / "openai-openapi" / "openapi.json"
 REPO = Path(__file__).resolve().parents[1]
+SPEC_DIR = REPO / "tests" / "data" / "openai-openapi"
+SPEC_PATH = SPEC_DIR / "openapi.pruned.json"
+# Where the full description lives when it is at hand: the steering repository's copy, beside
+# this one. Only test_pruned_copy_is_what_the_script_makes_of_the_full_spec reads it.
+FULL_SPEC_DIR = REPO.parent / "shared" / "openai-openapi"
+PRUNE_SCRIPT = REPO / "scripts" / "prune_openapi.py"
 BASE_URI = "urn:openai-openapi"
 SCHEMA_NAMES: dict[Endpoint, str] = {
     "chat": "CreateChatCompletionRequest",
@@ -40,8 +50,6 @@ SCHEMA_NAMES: dict[Endpoint, str] = {
 
 @cache
 def _spec() -> dict[str, Any]:
-    if not SPEC_PATH.is_file():
-        pytest.skip(f"the OpenAI API description is not at {SPEC_PATH} (shared/ beside the repo)")
     spec: dict[str, Any] = json.loads(SPEC_PATH.read_text(encoding="utf-8"))
     return spec
 
@@ -124,6 +132,48 @@ EVERY_COMMON = {
     "user": "evalkit-test",
     "stream": True,
 }
+
+
+# ---------------------------------------------------------------- the pruned copy
+
+
+def test_pruned_copy_holds_every_schema_its_refs_reach() -> None:
+    """The copy is self-contained: each `$ref` in it names a schema it carries."""
+    spec = _spec()
+    schemas = spec["components"]["schemas"]
+    assert set(SCHEMA_NAMES.values()) <= set(schemas)
+    refs = set(re.findall(r'"\$ref": "([^"]*)"', json.dumps(spec)))
+    assert refs, "no $ref at all: the copy is not the pruned spec"
+    prefix = "#/components/schemas/"
+    assert all(r.startswith(prefix) for r in refs), refs
+    missing = sorted(r for r in refs if r[len(prefix) :].split("/")[0] not in schemas)
+    assert not missing, missing
+
+
+def test_pruned_copy_readme_names_its_version() -> None:
+    version = _spec()["info"]["version"]
+    readme = (SPEC_DIR / "README.md").read_text(encoding="utf-8")
+    assert f"`info.version` **{version}**" in readme
+    assert "Copyright (c) OpenAI" in (SPEC_DIR / "LICENSE").read_text(encoding="utf-8")
+
+
+def test_pruned_copy_is_what_the_script_makes_of_the_full_spec(tmp_path: Path) -> None:
+    """Regenerating from the full description changes nothing, so the copy cannot drift."""
+    full = FULL_SPEC_DIR / "openapi.json"
+    if not full.is_file():
+        pytest.skip(f"the full OpenAI API description is not at {full}")
+    out = tmp_path / "openapi.pruned.json"
+    result = subprocess.run(
+        [sys.executable, str(PRUNE_SCRIPT), str(full), "--output", str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert out.read_bytes() == SPEC_PATH.read_bytes(), (
+        f"{SPEC_PATH} is stale: run `python scripts/prune_openapi.py {full}`"
+    )
+    assert (SPEC_DIR / "LICENSE").read_bytes() == (FULL_SPEC_DIR / "LICENSE").read_bytes()
 
 
 # ---------------------------------------------------------------- the validator itself
