@@ -28,9 +28,10 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from evalkit.load import load_suite
+from evalkit.moderation import moderation_request
 from evalkit.plan import Endpoint, Unsendable, build_body, plan
 from evalkit.render import Rendered, Renderer
-from evalkit.suite import Message, ModelSpec, Params, Suite
+from evalkit.suite import Case, Message, ModelSpec, Params, Suite
 from evalkit.targets import resolve
 from evalkit.validate import check_suite
 
@@ -45,6 +46,7 @@ BASE_URI = "urn:openai-openapi"
 SCHEMA_NAMES: dict[Endpoint, str] = {
     "chat": "CreateChatCompletionRequest",
     "completions": "CreateCompletionRequest",
+    "moderations": "CreateModerationRequest",
 }
 
 
@@ -226,6 +228,9 @@ def test_spec_schemas_are_found_and_nontrivial() -> None:
         ("completions", {"model": "davinci-002", "prompt": "x", "stop": list("abcde")}, "stop"),
         ("completions", {"model": "davinci-002", "prompt": "x", "suffix": 3}, "suffix"),
         ("completions", {"model": "davinci-002", "prompt": "x", "top_logprobs": 2}, "top_logprobs"),
+        ("moderations", {"model": "omni-moderation-latest"}, "input"),
+        ("moderations", {"model": "omni-moderation-latest", "input": 3}, "input"),
+        ("moderations", {"input": "x", "prompt": "x"}, "prompt"),
     ],
 )
 def test_validator_rejects_broken_bodies(
@@ -239,6 +244,7 @@ def test_validator_rejects_broken_bodies(
 def test_validator_accepts_a_minimal_request_for_each_endpoint() -> None:
     assert_valid("chat", {"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}]})
     assert_valid("completions", {"model": "davinci-002", "prompt": "hi"})
+    assert_valid("moderations", {"input": "hi"})
 
 
 # ---------------------------------------------------------------- build_body, chat
@@ -398,6 +404,21 @@ def test_completions_stream_asks_for_usage() -> None:
     body = build_body("completions", "davinci-002", PROMPT, Params(stream=True))
     assert body["stream_options"] == {"include_usage": True}
     assert_valid("completions", body)
+
+
+# ---------------------------------------------------------------- moderation checks
+
+
+@pytest.mark.parametrize(
+    "model", ["openai/omni-moderation-latest", "openai/text-moderation-latest"]
+)
+@pytest.mark.parametrize("output", ["Paris.", "", "naïve 🙂\n\nsecond line"])
+def test_moderation_bodies_follow_the_spec(model: str, output: str) -> None:
+    target = resolve(ModelSpec(id=model), {}, environ={})
+    request = moderation_request(target, Case(id="a"), "default", output, sample=2)
+    assert request.endpoint == "moderations"
+    assert request.body == {"model": target.model, "input": output}
+    assert_valid("moderations", request.body)
 
 
 # ---------------------------------------------------------------- what cannot be sent
