@@ -7,6 +7,7 @@ cost are split evenly, so sums over rows equal what was paid.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -168,14 +169,20 @@ def load_run(path: str | Path) -> pd.DataFrame:
     manifest = read_manifest(run_dir)
     results = run_dir / RESULTS
     if results.exists() and manifest.get("status") != "running":
-        return _typed(pd.read_parquet(results))
+        try:
+            return _typed(pd.read_parquet(results))
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # the journal has it all
+            print(f"warning: {results} is unreadable ({exc}); reading the journal", file=sys.stderr)
     return frame_of_journal(run_dir, manifest)
 
 
-def frame_of_journal(run_dir: Path, manifest: dict[str, Any] | None = None) -> pd.DataFrame:
+def frame_of_journal(
+    run_dir: Path, manifest: dict[str, Any] | None = None, warn: bool = True
+) -> pd.DataFrame:
+    """The DataFrame built from the journal; `warn`: about lines that are not entries."""
     manifest = manifest or read_manifest(run_dir)
     run_id, suite = str(manifest.get("run_id", "")), str(manifest.get("suite", {}).get("name", ""))
-    return to_frame(records(read_journal(run_dir), run_id, suite))
+    return to_frame(records(read_journal(run_dir, warn), run_id, suite))
 
 
 def records(entries: Iterable[dict[str, Any]], run_id: str, suite: str) -> list[dict[str, Any]]:

@@ -358,7 +358,7 @@ def _finish(
             f"error rate {rate:.1%} ({state.errors} of {state.requests} requests) is above "
             f"--max-error-rate {settings.max_error_rate:.1%}"
         )
-    frame = frame_of_journal(run.path, run.manifest)
+    frame = frame_of_journal(run.path, run.manifest, warn=False)  # a resume warned already
     kept = frame[frame["selected"].fillna(True).astype(bool)]
     failed = int((~kept["passed"].fillna(False).astype(bool)).sum())
     counts = {

@@ -14,18 +14,21 @@ import json
 import os
 import re
 import secrets
+import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
+from evalkit.entries import journal_problem
 from evalkit.errors import InputError, RunError
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 JOURNAL = "journal.jsonl"
 RESULTS = "results.parquet"
+WARN_LINES = 5  # lines skipped with a warning of their own; the rest are counted
 
 
 def now_iso() -> str:
@@ -146,18 +149,30 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
     return dict(manifest)
 
 
-def read_journal(run_dir: Path) -> Iterator[dict[str, Any]]:
-    """Every complete journal entry, in order; a torn last line is skipped."""
+def read_journal(run_dir: Path, warn: bool = True) -> Iterator[dict[str, Any]]:
+    """Every complete journal entry, in order. A torn last line (the writer died mid-line) is
+    skipped quietly; a line that is not an entry (not JSON, `{}`, a request without its key)
+    is skipped with a warning on standard error, unless `warn` is False."""
     path = run_dir / JOURNAL
     if not path.exists():
         return
+    skipped = 0
     with path.open("r", encoding="utf-8", errors="replace") as lines:
-        for line in lines:
+        for number, line in enumerate(lines, 1):
             if not line.endswith("\n"):
-                return  # torn: the writer died mid-line
+                break
             try:
                 entry = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(entry, dict):
+            except (ValueError, RecursionError):
+                problem: str | None = "not JSON"
+            else:
+                problem = journal_problem(entry)
+            if problem is None:
                 yield entry
+                continue
+            skipped += 1
+            if warn and skipped <= WARN_LINES:
+                print(f"warning: {path}:{number}: {problem}; line skipped", file=sys.stderr)
+    if warn and skipped > WARN_LINES:
+        more = skipped - WARN_LINES
+        print(f"warning: {path}: {more} more line(s) that are not entries skipped", file=sys.stderr)
