@@ -118,7 +118,7 @@ def resume_run(run_dir: Path, settings: RunSettings | None = None) -> RunResult:
         suite_path = manifest.get("suite", {}).get("abspath")
     suite = load_suite(suite_path)
     targets, judges, keys, providers = _prepare(suite, settings)
-    plan = prepare(run_dir, suite, targets, settings.samples)
+    plan = prepare(run_dir, manifest, suite, targets, settings.samples)
     run = RunDir(run_dir, manifest)
     changed = file_sha256(suite.source) != manifest.get("suite", {}).get("sha256")
     run.manifest.setdefault("resumes", []).append(
@@ -267,7 +267,7 @@ async def _execute(
         progress,
         Path(suite.source).parent,
         cache,
-        Budget(settings.max_cost, run.manifest.get("counts", {}).get("spent_usd", 0.0)),
+        Budget(settings.max_cost, resume.spent if resume else 0.0),
         resume.prior if resume else None,
     )
     in_flight = sum(t.concurrency for t in [*targets, *judges])

@@ -14,8 +14,13 @@ from typing import Any
 import pytest
 
 from evalkit import RunSettings, load_run, load_suite, run_suite
+from evalkit.budget import max_cost
 from evalkit.cache import FILE as CACHE_FILE
 from evalkit.cli import main
+from evalkit.plan import plan
+from evalkit.suite import ModelSpec
+from evalkit.targets import resolve
+from evalkit.tokens import Counter
 from tests.fake_openai import FakeOpenAI
 
 Write = Callable[[str, str], Path]
@@ -45,6 +50,14 @@ def _settings(tmp_path: Path, **overrides: Any) -> RunSettings:
     return RunSettings(**values)
 
 
+def _one_request(suite_path: Path) -> float:
+    """The reservation of the suite's most expensive request."""
+    suite = load_suite(suite_path)
+    target = resolve(ModelSpec(id="openai/gpt-4"), suite.endpoints, os.environ)
+    counter = Counter(target.info)
+    return max(max_cost(request, counter) for request in plan(suite, target))
+
+
 def _manifest(run_dir: Path) -> dict[str, Any]:
     return dict(json.loads((run_dir / "manifest.json").read_text()))
 
@@ -57,6 +70,101 @@ def _as_if_killed(run_dir: Path) -> None:
     manifest.update(status="running", finished_at=None)
     (run_dir / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     (run_dir / "results.parquet").unlink()
+
+
+# ----------------------------------------------------------------------------- item 13: budget
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {"prompt_tokens": -100_000, "completion_tokens": -100_000},  # negative: cost < 0
+        {"prompt_tokens": None, "completion_tokens": None, "total_tokens": None},  # missing
+        {"prompt_tokens": 0, "completion_tokens": -5},  # one count negative
+    ],
+    ids=["negative", "missing", "one-negative"],
+)
+def test_misreported_usage_cannot_talk_the_run_past_max_cost(
+    openai: FakeOpenAI, write: Write, tmp_path: Path, usage: dict[str, Any]
+) -> None:
+    path = write("b.yaml", SUITE + _cases(20))
+    one = _one_request(path)
+    openai.script([{"usage": usage}] * 20)
+    result = run_suite(load_suite(path), _settings(tmp_path, max_cost=2.5 * one))
+    assert result.status == "budget" and result.exit_code == 3
+    assert 2 <= openai.count() <= 3  # 2 fit, the spare worker's reservation may be the third
+    spent = _manifest(result.run_dir)["counts"]["spent_usd"]
+    assert openai.count() * one * 0.99 <= spent <= 2.5 * one  # each charged its reservation
+    frame = load_run(result.run_dir)
+    assert len(frame) == openai.count()
+    assert frame["cost_usd"].isna().all()  # unknown, never negative
+    assert frame["prompt_tokens"].isna().all() or (frame["prompt_tokens"] >= 0).all()
+    assert frame["completion_tokens"].isna().all()
+
+
+def test_absurd_usage_is_unknown_not_a_crash_or_a_fortune(
+    openai: FakeOpenAI, write: Write, tmp_path: Path
+) -> None:
+    """More tokens than the model's context window holds is not believable."""
+    path = write("b.yaml", SUITE + _cases(3))
+    openai.script([{"usage": {"prompt_tokens": 2**62, "completion_tokens": 9_000_000}}] * 3)
+    result = run_suite(load_suite(path), _settings(tmp_path))
+    assert result.status == "complete" and openai.count() == 3
+    frame = load_run(result.run_dir)
+    assert frame["prompt_tokens"].isna().all() and frame["completion_tokens"].isna().all()
+    assert frame["cost_usd"].isna().all()
+    one = _one_request(path)
+    spent = _manifest(result.run_dir)["counts"]["spent_usd"]
+    assert 3 * one * 0.99 <= spent <= 3 * one * 1.01  # charged as the most each could cost
+
+
+def test_a_resume_after_sigkill_counts_what_the_journal_spent(
+    openai: FakeOpenAI, write: Write, tmp_path: Path
+) -> None:
+    path = write("b.yaml", SUITE + _cases(20))
+    one = _one_request(path)
+    ceiling = 5.5 * one
+    first = run_suite(load_suite(path), _settings(tmp_path, max_cost=ceiling))
+    assert first.status == "budget"
+    spent = _manifest(first.run_dir)["counts"]["spent_usd"]
+    sent_before = openai.count()
+    _as_if_killed(first.run_dir)
+    openai.reset()
+    again = main(["run", "--resume", str(first.run_dir), "--no-progress", "--no-cache"])
+    assert again == 3
+    assert openai.count() <= 1  # at most the one request that still fit
+    total = _manifest(first.run_dir)["counts"]["spent_usd"]
+    assert total <= ceiling and total >= spent
+    frame = load_run(first.run_dir)
+    assert len(frame) == sent_before + openai.count()
+    assert frame["cost_usd"].sum() == pytest.approx(total)
+
+
+def test_negative_costs_in_an_old_journal_are_unknown_and_not_spent_back(
+    openai: FakeOpenAI, write: Write, tmp_path: Path
+) -> None:
+    """A journal written before usage was checked may hold negative counts and costs, or
+    counts beyond any 64-bit column."""
+    path = write("b.yaml", SUITE + _cases(6))
+    one = _one_request(path)
+    first = run_suite(load_suite(path), _settings(tmp_path))
+    journal = first.run_dir / "journal.jsonl"
+    lines = [json.loads(line) for line in journal.read_text().splitlines()]
+    for entry in lines[:3]:
+        entry.update(prompt_tokens=-(10**6), completion_tokens=10**20, cost_usd=-50.0)
+    journal.write_text("".join(json.dumps(e) + "\n" for e in lines[:4]))
+    _as_if_killed(first.run_dir)
+    frame = load_run(first.run_dir)
+    assert len(frame) == 4
+    assert not (frame["cost_usd"] < 0).any() and frame["cost_usd"].isna().sum() == 3
+    assert not (frame["prompt_tokens"] < 0).any() and not (frame["total_tokens"] < 0).any()
+    openai.reset()
+    # c0..c2 count 0 (unknown), not -150, and c3 one request: one more fits under 2.5
+    code = main(["run", "--resume", str(first.run_dir), "--max-cost", str(2.5 * one), "--no-cache"])
+    assert code == 3 and openai.count() == 1
+    manifest = _manifest(first.run_dir)
+    assert manifest["status"] == "budget" and manifest["per_model"]["openai/gpt-4"]["cost_usd"] >= 0
+    assert one * 1.5 <= manifest["counts"]["spent_usd"] <= 2.5 * one
 
 
 # ----------------------------------------------------------------------------- item 18: records
