@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Callable
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from evalkit.plan import plan
 from evalkit.suite import ModelSpec
 from evalkit.targets import resolve
 from evalkit.tokens import Counter
+from tests.conftest import cli_env
 from tests.fake_openai import FakeOpenAI
 
 Write = Callable[[str, str], Path]
@@ -70,6 +73,35 @@ def _as_if_killed(run_dir: Path) -> None:
     manifest.update(status="running", finished_at=None)
     (run_dir / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     (run_dir / "results.parquet").unlink()
+
+
+def _mount(where: Path, options: str) -> None:
+    where.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+
+
+def _remount_read_only(where: Path) -> None:
+    subprocess.run(["mount", "-o", "remount,ro", str(where)], check=True, capture_output=True)
+    probe = where / ".probe"
+    try:
+        probe.write_text("x")
+    except OSError:
+        return
+    probe.unlink()
+    pytest.skip("the remounted filesystem is still writable for this user")
+
+
+@pytest.fixture
+def disk(tmp_path: Path) -> Iterator[Path]:
+    """A mount point for a tmpfs the test mounts (tiny, or remounted read-only); unmounted after."""
+    where = tmp_path / "disk"
+    yield where
+    if os.path.ismount(where):
+        subprocess.run(["umount", "-l", str(where)], check=True)
 
 
 # ----------------------------------------------------------------------------- item 13: budget
@@ -165,6 +197,95 @@ def test_negative_costs_in_an_old_journal_are_unknown_and_not_spent_back(
     manifest = _manifest(first.run_dir)
     assert manifest["status"] == "budget" and manifest["per_model"]["openai/gpt-4"]["cost_usd"] >= 0
     assert one * 1.5 <= manifest["counts"]["spent_usd"] <= 2.5 * one
+
+
+# ----------------------------------------------------------------------------- item 18: disk
+
+
+def test_a_full_disk_at_the_end_of_a_run_exits_3_and_leaves_no_temporary_manifest(
+    openai: FakeOpenAI, write: Write, tmp_path: Path, disk: Path
+) -> None:
+    _mount(disk, "size=64k")
+    write("s.yaml", SUITE.replace("gpt-4", "gpt-3.5-turbo") + _cases(300))
+    command = ["run", "s.yaml", "--out", str(disk / "runs"), "-j", "2", "--no-cache"]
+    result = subprocess.run(
+        [sys.executable, "-m", "evalkit", *command],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=cli_env(openai.url),
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
+    assert result.returncode == 3, result.stderr
+    assert "internal error" not in result.stderr
+    assert "cannot write the journal" in result.stderr
+    assert "manifest.json" in result.stderr and "--resume" in result.stderr
+    (run_dir,) = (disk / "runs").iterdir()
+    assert sorted(p.name for p in run_dir.iterdir()) == ["journal.jsonl", "manifest.json"]
+    assert _manifest(run_dir)["status"] == "running"  # the old manifest, whole
+    assert 10 < len(load_run(run_dir)) < 300
+
+
+def test_a_run_directory_that_cannot_be_created_whole_is_bad_input_and_is_removed(
+    openai: FakeOpenAI, write: Write, tmp_path: Path, disk: Path
+) -> None:
+    _mount(disk, "size=4k")  # room for the directory, not for the manifest
+    (disk / "runs").mkdir()
+    (disk / "filler").write_bytes(b"x" * 4096)
+    path = write("s.yaml", SUITE + _cases(2))
+    code = main(["run", str(path), "--out", str(disk / "runs"), "--no-progress"])
+    assert code == 2 and openai.count() == 0
+    assert list((disk / "runs").iterdir()) == []
+
+
+def test_resuming_a_read_only_run_is_a_clear_error_and_sends_nothing(
+    openai: FakeOpenAI,
+    write: Write,
+    tmp_path: Path,
+    disk: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _mount(disk, "size=4m")
+    first = run_suite(load_suite(write("s.yaml", SUITE + _cases(4))), _settings(tmp_path))
+    run_dir = disk / first.run_dir.name
+    subprocess.run(["cp", "-a", str(first.run_dir), str(run_dir)], check=True)
+    _as_if_killed(run_dir)
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    _remount_read_only(disk)
+    openai.reset()
+    capsys.readouterr()
+    assert main(["run", "--resume", str(run_dir), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "internal error" not in err
+    assert str(run_dir) in err and "Read-only file system" in err
+    assert "copy" in err  # says what to do
+    assert openai.count() == 0
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+
+
+def test_report_on_a_read_only_run_says_where_it_cannot_write_and_out_writes_elsewhere(
+    openai: FakeOpenAI,
+    write: Write,
+    tmp_path: Path,
+    disk: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _mount(disk, "size=4m")
+    first = run_suite(load_suite(write("s.yaml", SUITE + _cases(3))), _settings(tmp_path))
+    run_dir = disk / first.run_dir.name
+    subprocess.run(["cp", "-a", str(first.run_dir), str(run_dir)], check=True)
+    _remount_read_only(disk)
+    capsys.readouterr()
+    assert main(["report", str(run_dir)]) == 3
+    err = capsys.readouterr().err
+    assert "internal error" not in err
+    assert str(run_dir / "report.html") in err and "Read-only file system" in err
+    assert "--out" in err
+    assert not (run_dir / "report.html").exists()
+    elsewhere = tmp_path / "reports"
+    assert main(["report", str(run_dir), "--out", str(elsewhere)]) == 0
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["junit.xml", "report.html", "report.md"]
 
 
 # ----------------------------------------------------------------------------- item 18: records
