@@ -3,8 +3,10 @@
 Before a request is dispatched, its maximum cost (counted prompt tokens plus `max_tokens` ×
 `n` completion tokens, at the model's prices) is reserved; a request whose reservation would
 take spent + reserved past the ceiling is not sent, and the run stops dispatching. When the
-answer arrives the reservation is replaced by what it really cost. So the ceiling holds even
-with many requests in flight, and nothing already paid for is lost.
+answer arrives the reservation is replaced by what it really cost, or kept whole when the
+server's usage is unknown (missing, negative or impossible: see catalog.ModelInfo.usage). So
+the ceiling holds even with many requests in flight, whatever the server reports, and
+nothing already paid for is lost. A resume starts from what the journal says was spent.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 The key hashes (endpoint URL, the full body with its model, sample index): sampled repeats
 never collide, and a changed prompt, parameter or model never hits. Only answers are cached,
 never errors. A cache that cannot be opened (corrupt, locked, unwritable) is not fatal: the
-run goes on without it and says so once, since results live in the run's journal anyway.
+run goes on without it and says so once, since results live in the run's journal anyway. A
+row that is not an answer (see entries.py) is a miss, with a warning: the request is sent and
+its answer replaces the row.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from evalkit.entries import answer_problem
 
 if TYPE_CHECKING:
     from evalkit.plan import Request
@@ -39,6 +43,7 @@ class Cache:
         self._pending: list[tuple[Any, ...]] = []
         self._db: sqlite3.Connection | None = None
         self._keys: set[str] | None = None
+        self.unusable = 0  # rows read that were not answers
         try:
             folder.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, timeout=2.0, isolation_level=None)
@@ -69,8 +74,26 @@ class Cache:
             return None
         if row is None:
             return None
-        answer: dict[str, Any] = json.loads(row[0])
-        return answer
+        try:
+            answer = json.loads(row[0])
+        except (TypeError, ValueError, RecursionError):
+            answer = None
+            problem: str | None = "not JSON"
+        else:
+            problem = answer_problem(answer)
+        if problem is not None:
+            self._unusable(key, problem)
+            return None
+        return dict(answer)
+
+    def _unusable(self, key: str, problem: str) -> None:
+        self.unusable += 1
+        if self.unusable == 1:
+            print(
+                f"warning: cache {self.path}: the row for request {key} is not an answer "
+                f"({problem}); sending the request again",
+                file=sys.stderr,
+            )
 
     def put(self, request: Request, answer: dict[str, Any]) -> None:
         """Keep an answer under its request's key (with the key's parts, for `explain`)."""
@@ -105,6 +128,12 @@ class Cache:
             print(f"warning: could not write to the cache {self.path}: {exc}", file=sys.stderr)
 
     def close(self) -> None:
+        if self.unusable > 1:
+            print(
+                f"warning: cache {self.path}: {self.unusable} rows were not answers; "
+                "their requests were sent again",
+                file=sys.stderr,
+            )
         self.flush()
         if self._db is not None:
             self._db.close()

@@ -6,6 +6,7 @@ override any field for its own models (see `ModelSpec` in `suite.py`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -40,6 +41,39 @@ class ModelInfo:
         return (
             prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok
         ) / 1_000_000
+
+    def usage(
+        self, prompt_tokens: int | None, completion_tokens: int | None, choices: int = 1
+    ) -> tuple[int | None, int | None]:
+        """The token counts a server reported, each None when missing or not believable:
+        negative, or more than this model's context window holds (per choice, for the
+        completion), so that no server can bill a negative or impossible amount."""
+        window = min(self.context_window, USAGE_CEILING)
+        return believable(prompt_tokens, window), believable(completion_tokens, window * choices)
+
+    def usage_cost(self, prompt_tokens: int | None, completion_tokens: int | None) -> float | None:
+        """What believable counts cost; None (unknown) when either count is unknown."""
+        if prompt_tokens is None or completion_tokens is None:
+            return None
+        return self.cost(prompt_tokens, completion_tokens)
+
+
+USAGE_CEILING = 100_000_000
+"""No request is believed to use more tokens than this, whatever context window it declares."""
+
+
+def believable(count: object, most: int = USAGE_CEILING) -> int | None:
+    """`count` if it is a whole number from 0 to `most`, else None (unknown)."""
+    if isinstance(count, int) and not isinstance(count, bool) and 0 <= count <= most:
+        return count
+    return None
+
+
+def believable_cost(amount: object) -> float | None:
+    """A recorded cost, or None (unknown) when it cannot be one: negative, not a finite number."""
+    if isinstance(amount, int | float) and not isinstance(amount, bool) and 0 <= amount < math.inf:
+        return float(amount)
+    return None
 
 
 def _openai(

@@ -277,7 +277,11 @@ class Dispatcher:
             self.budget.settle(reserved, 0.0)
             raise
         entry = _entry(request, started_at, attempts, answer=_answer(completion))
-        self.budget.settle(reserved, entry.get("cost_usd") or 0.0)
+        charged = entry["cost_usd"]
+        if charged is None:  # no believable usage: charge the most the request could cost
+            charged = reserved or max_cost(request, self._counter(request.target))
+            entry["charged_usd"] = charged
+        self.budget.settle(reserved, charged)
         if self.cache is not None:
             self.cache.put(request, _answer(completion))
         return entry
@@ -414,11 +418,8 @@ def _entry(
     assert answer is not None
     entry.update({k: answer.get(k) for k in _ANSWER_KEYS})
     entry["choices"] = [dict(c) for c in answer.get("choices") or []]
-    pt, ct = entry["prompt_tokens"], entry["completion_tokens"]
-    if cached:
-        entry["cost_usd"] = 0.0  # a cache hit costs nothing; its original usage is kept
-    else:
-        entry["cost_usd"] = (
-            None if pt is None and ct is None else target.info.cost(pt or 0, ct or 0)
-        )
+    pt, ct = target.info.usage(entry["prompt_tokens"], entry["completion_tokens"], request.choices)
+    entry["prompt_tokens"], entry["completion_tokens"] = pt, ct
+    # a cache hit costs nothing; its original usage is kept
+    entry["cost_usd"] = 0.0 if cached else target.info.usage_cost(pt, ct)
     return entry

@@ -1,16 +1,20 @@
 """Records → one pandas DataFrame, one row per sample, built in one place from declared columns.
 
 A journal entry is one request; a request with `n` choices becomes `n` rows whose tokens and
-cost are split evenly, so sums over rows equal what was paid.
+cost are split evenly, so sums over rows equal what was paid. A token count or a cost that
+cannot be true (negative, not finite, more than `catalog.USAGE_CEILING` tokens) is unknown
+(`<NA>`), whoever wrote the journal.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from evalkit.catalog import believable, believable_cost
 from evalkit.checks import combine
 from evalkit.store import RESULTS, read_journal, read_manifest
 
@@ -93,9 +97,9 @@ def rows(entry: dict[str, Any], run_id: str, suite: str) -> list[dict[str, Any]]
         "must_pass": bool(entry.get("must_pass", False)),
         "params": _json(entry.get("params")),
     }
-    prompt_tokens = _split(entry.get("prompt_tokens"), count)
-    completion_tokens = _split(entry.get("completion_tokens"), count)
-    cost = entry.get("cost_usd")
+    prompt_tokens = _split(believable(entry.get("prompt_tokens")), count)
+    completion_tokens = _split(believable(entry.get("completion_tokens")), count)
+    cost = believable_cost(entry.get("cost_usd"))
     out = []
     for position, choice in enumerate(choices):
         p, c = prompt_tokens[position], completion_tokens[position]
@@ -168,14 +172,20 @@ def load_run(path: str | Path) -> pd.DataFrame:
     manifest = read_manifest(run_dir)
     results = run_dir / RESULTS
     if results.exists() and manifest.get("status") != "running":
-        return _typed(pd.read_parquet(results))
+        try:
+            return _typed(pd.read_parquet(results))
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # the journal has it all
+            print(f"warning: {results} is unreadable ({exc}); reading the journal", file=sys.stderr)
     return frame_of_journal(run_dir, manifest)
 
 
-def frame_of_journal(run_dir: Path, manifest: dict[str, Any] | None = None) -> pd.DataFrame:
+def frame_of_journal(
+    run_dir: Path, manifest: dict[str, Any] | None = None, warn: bool = True
+) -> pd.DataFrame:
+    """The DataFrame built from the journal; `warn`: about lines that are not entries."""
     manifest = manifest or read_manifest(run_dir)
     run_id, suite = str(manifest.get("run_id", "")), str(manifest.get("suite", {}).get("name", ""))
-    return to_frame(records(read_journal(run_dir), run_id, suite))
+    return to_frame(records(read_journal(run_dir, warn), run_id, suite))
 
 
 def records(entries: Iterable[dict[str, Any]], run_id: str, suite: str) -> list[dict[str, Any]]:
@@ -213,15 +223,15 @@ def records(entries: Iterable[dict[str, Any]], run_id: str, suite: str) -> list[
         graded = rows_by_slot.get((case_id, variant, model, number))
         if graded is not None:
             _set_check(graded, check, entry["passed"], entry["score"], entry["reason"])
-            graded["judge_cost_usd"] += entry.get("cost_usd") or 0.0
+            graded["judge_cost_usd"] += believable_cost(entry.get("cost_usd")) or 0.0
     out = list(rows_by_slot.values())
     for row in out:
         _finish_row(row)
     return out
 
 
-def _split(total: Any, parts: int) -> list[int | None]:
-    if not isinstance(total, int):
+def _split(total: int | None, parts: int) -> list[int | None]:
+    if total is None:
         return [None] * parts
     share, extra = divmod(total, parts)
     return [share + (1 if i < extra else 0) for i in range(parts)]

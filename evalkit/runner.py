@@ -21,7 +21,7 @@ from typing import Any
 from evalkit.budget import Budget
 from evalkit.cache import Cache, cache_dir
 from evalkit.dispatch import GRADED_BY_A_MODEL, Dispatcher, grader_model
-from evalkit.errors import ConfigError, InputError, SuiteError
+from evalkit.errors import ConfigError, InputError, RunError, SuiteError
 from evalkit.frame import frame_of_journal
 from evalkit.limits import ModelLimits
 from evalkit.plan import count_requests, groups
@@ -118,8 +118,15 @@ def resume_run(run_dir: Path, settings: RunSettings | None = None) -> RunResult:
         suite_path = manifest.get("suite", {}).get("abspath")
     suite = load_suite(suite_path)
     targets, judges, keys, providers = _prepare(suite, settings)
-    plan = prepare(run_dir, suite, targets, settings.samples)
+    plan = prepare(run_dir, manifest, suite, targets, settings.samples)
     run = RunDir(run_dir, manifest)
+    try:
+        run.open_journal()
+    except InputError as exc:
+        raise InputError(
+            f"cannot resume {run_dir}: {exc}; nothing was sent (to resume a run that cannot be "
+            "written in place, copy its directory somewhere writable and resume the copy)"
+        ) from None
     changed = file_sha256(suite.source) != manifest.get("suite", {}).get("sha256")
     run.manifest.setdefault("resumes", []).append(
         {
@@ -132,7 +139,12 @@ def resume_run(run_dir: Path, settings: RunSettings | None = None) -> RunResult:
     )
     run.manifest.update(status="running", finished_at=None)
     run.manifest["options"]["max_cost"] = settings.max_cost  # a new ceiling given on resume sticks
-    run.write_manifest()
+    try:
+        run.write_manifest()
+    except RunError:
+        with contextlib.suppress(RunError):
+            run.close_journal()
+        raise
     print(f"run directory: {run.path}", flush=True)
     return asyncio.run(_execute(suite, targets, judges, keys, providers, settings, run, plan))
 
@@ -267,7 +279,7 @@ async def _execute(
         progress,
         Path(suite.source).parent,
         cache,
-        Budget(settings.max_cost, run.manifest.get("counts", {}).get("spent_usd", 0.0)),
+        Budget(settings.max_cost, resume.spent if resume else 0.0),
         resume.prior if resume else None,
     )
     in_flight = sum(t.concurrency for t in [*targets, *judges])
@@ -358,7 +370,7 @@ def _finish(
             f"error rate {rate:.1%} ({state.errors} of {state.requests} requests) is above "
             f"--max-error-rate {settings.max_error_rate:.1%}"
         )
-    frame = frame_of_journal(run.path, run.manifest)
+    frame = frame_of_journal(run.path, run.manifest, warn=False)  # a resume warned already
     kept = frame[frame["selected"].fillna(True).astype(bool)]
     failed = int((~kept["passed"].fillna(False).astype(bool)).sum())
     counts = {
@@ -381,7 +393,12 @@ def _finish(
                 None, [reason, f"cannot write {RESULTS} ({exc}); the journal holds every result"]
             )
         )
-    run.finish(status, reason=reason, counts=counts, per_model=state.per_model)
+    try:
+        run.finish(status, reason=reason, counts=counts, per_model=state.per_model)
+    except RunError as exc:  # a full disk: say why the run stopped, and that it can go on
+        if failures and not isinstance(failures[0], RunError):
+            raise failures[0] from exc
+        raise RunError("; ".join(filter(None, [reason, str(exc)]))) from None
     if failures:
         raise failures[0]  # a RunError is exit 3; anything else is a bug (exit 4)
     return RunResult(

@@ -2,8 +2,10 @@
 
 Each finished request is one journal line, written and flushed before it counts as done, so
 a killed run loses nothing that finished. A torn last line (the process died mid-write) is
-ignored when reading. The manifest holds what a resume needs: suite path and hash, models,
-options.
+ignored when reading, and a line that is not an entry (see entries.py) is skipped with a
+warning. The manifest holds what a resume needs: suite path and hash, models, options. A
+file that cannot be written (a full disk, a read-only directory) is a clear error, never a
+half-written manifest.
 """
 
 from __future__ import annotations
@@ -14,18 +16,22 @@ import json
 import os
 import re
 import secrets
+import shutil
+import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
+from evalkit.entries import journal_problem
 from evalkit.errors import InputError, RunError
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 JOURNAL = "journal.jsonl"
 RESULTS = "results.parquet"
+WARN_LINES = 5  # lines skipped with a warning of their own; the rest are counted
 
 
 def now_iso() -> str:
@@ -48,6 +54,7 @@ class RunDir:
         self.path = path
         self.manifest = manifest
         self._journal: IO[str] | None = None
+        self._failure: str | None = None  # why the journal could not be written
 
     @classmethod
     def create(cls, root: Path, run_id: str, manifest: dict[str, Any]) -> RunDir:
@@ -58,20 +65,33 @@ class RunDir:
             raise InputError(f"cannot create run directory {path}: {exc.strerror}") from None
         run = cls(path, {"schema_version": SCHEMA_VERSION, "run_id": run_id, **manifest})
         run.manifest.update(status="running", started_at=now_iso(), finished_at=None)
-        run.write_manifest()
+        try:
+            write_atomically(path / MANIFEST, run._manifest_text())
+        except OSError as exc:  # nothing was sent: leave nothing behind either
+            shutil.rmtree(path, ignore_errors=True)
+            raise InputError(
+                f"cannot create run directory {path}: cannot write {MANIFEST} ({exc.strerror})"
+            ) from None
         return run
 
     def open_journal(self) -> None:
-        """Open for appending, first cutting a torn last line a killed writer left behind."""
+        """Open for appending (once), first cutting a torn last line a killed writer left
+        behind; InputError when the journal cannot be written (a read-only run directory)."""
+        if self._journal is not None:
+            return
         path = self.path / JOURNAL
-        if path.is_file() and path.stat().st_size:
-            _cut_torn_tail(path)
-        self._journal = path.open("a", encoding="utf-8")
+        try:
+            if path.is_file() and path.stat().st_size:
+                _cut_torn_tail(path)
+            self._journal = path.open("a", encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"cannot append to the journal {path}: {exc.strerror}") from None
 
     def append(self, entry: dict[str, Any]) -> None:
-        """Write one finished request; fails loudly (RunError) if it cannot be written."""
+        """Write one finished request; fails loudly (RunError) if it cannot be written, and
+        every later append repeats why."""
         if self._journal is None:
-            raise RunError(f"the journal {self.path / JOURNAL} is closed after a write failed")
+            raise RunError(self._failure or f"the journal {self.path / JOURNAL} is not open")
         try:
             self._journal.write(json.dumps(entry, separators=(",", ":"), default=str) + "\n")
             self._journal.flush()
@@ -79,19 +99,28 @@ class RunDir:
             journal, self._journal = self._journal, None
             with contextlib.suppress(OSError):
                 journal.close()  # its buffer cannot be written either; drop it
-            raise RunError(
+            self._failure = (
                 f"cannot write the journal {self.path / JOURNAL}: {exc.strerror}; "
                 "everything written before this request is kept"
-            ) from None
+            )
+            raise RunError(self._failure) from None
 
     def close_journal(self) -> None:
-        if self._journal is not None:
-            try:
-                self._journal.flush()
-                os.fsync(self._journal.fileno())
-            finally:
-                self._journal.close()
-                self._journal = None
+        """Flush the journal to disk and close it; RunError when the disk refuses."""
+        journal, self._journal = self._journal, None
+        if journal is None:
+            return
+        try:
+            journal.flush()
+            os.fsync(journal.fileno())
+        except OSError as exc:
+            raise RunError(
+                f"cannot write the journal {self.path / JOURNAL}: {exc.strerror}; "
+                "its last lines may be lost"
+            ) from None
+        finally:
+            with contextlib.suppress(OSError):
+                journal.close()
 
     def finish(self, status: str, **fields: Any) -> None:
         self.close_journal()
@@ -99,10 +128,32 @@ class RunDir:
         self.write_manifest()
 
     def write_manifest(self) -> None:
-        """Replace the manifest atomically: a crash leaves the old one or the new one."""
-        tmp = self.path / (MANIFEST + ".tmp")
-        tmp.write_text(json.dumps(self.manifest, indent=2, default=str) + "\n", encoding="utf-8")
-        os.replace(tmp, self.path / MANIFEST)
+        """Replace the manifest atomically; a failure (a full disk) is a RunError saying that
+        the old manifest is whole and the run can be resumed."""
+        try:
+            write_atomically(self.path / MANIFEST, self._manifest_text())
+        except OSError as exc:
+            raise RunError(
+                f"cannot write {self.path / MANIFEST} ({exc.strerror}); it still holds the run's "
+                f"earlier state and the journal every finished request: "
+                f"`evalkit run --resume {self.path}` continues the run once it can be written"
+            ) from None
+
+    def _manifest_text(self) -> str:
+        return json.dumps(self.manifest, indent=2, default=str) + "\n"
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace `path` by `text` through a temporary file, so that a crash or a full disk leaves
+    the old file whole and no temporary file behind; raises the OSError."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
 
 
 def _cut_torn_tail(path: Path) -> None:
@@ -146,18 +197,30 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
     return dict(manifest)
 
 
-def read_journal(run_dir: Path) -> Iterator[dict[str, Any]]:
-    """Every complete journal entry, in order; a torn last line is skipped."""
+def read_journal(run_dir: Path, warn: bool = True) -> Iterator[dict[str, Any]]:
+    """Every complete journal entry, in order. A torn last line (the writer died mid-line) is
+    skipped quietly; a line that is not an entry (not JSON, `{}`, a request without its key)
+    is skipped with a warning on standard error, unless `warn` is False."""
     path = run_dir / JOURNAL
     if not path.exists():
         return
+    skipped = 0
     with path.open("r", encoding="utf-8", errors="replace") as lines:
-        for line in lines:
+        for number, line in enumerate(lines, 1):
             if not line.endswith("\n"):
-                return  # torn: the writer died mid-line
+                break
             try:
                 entry = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(entry, dict):
+            except (ValueError, RecursionError):
+                problem: str | None = "not JSON"
+            else:
+                problem = journal_problem(entry)
+            if problem is None:
                 yield entry
+                continue
+            skipped += 1
+            if warn and skipped <= WARN_LINES:
+                print(f"warning: {path}:{number}: {problem}; line skipped", file=sys.stderr)
+    if warn and skipped > WARN_LINES:
+        more = skipped - WARN_LINES
+        print(f"warning: {path}: {more} more line(s) that are not entries skipped", file=sys.stderr)

@@ -86,6 +86,7 @@ _FAULT_KEYS = frozenset(
         "code",
         "message",
         "type",
+        "usage",
     }
 )
 _ANSWER_RE = re.compile(r"^[ \t]*ANSWER:[ \t]*(.*?)[ \t\r]*$", re.MULTILINE)
@@ -160,6 +161,7 @@ class Fault:
     code: str | None = None
     message: str | None = None
     type: str | None = None
+    usage: Mapping[str, Any] | None = None  # replaces these usage keys; a key set to None drops it
 
     @classmethod
     def parse(cls, spec: Any) -> Fault:
@@ -196,6 +198,9 @@ class Fault:
         headers = spec.get("headers") or {}
         if not isinstance(headers, Mapping):
             raise ValueError(f"headers must be a mapping in {spec!r}")
+        usage = spec.get("usage")
+        if usage is not None and not isinstance(usage, Mapping):
+            raise ValueError(f"usage must be a mapping in {spec!r}")
 
         def opt_str(key: str) -> str | None:
             value = spec.get(key)
@@ -211,6 +216,7 @@ class Fault:
             code=opt_str("code"),
             message=opt_str("message"),
             type=opt_str("type"),
+            usage=usage,
         )
 
 
@@ -605,7 +611,8 @@ class FakeOpenAI:
         Entries: ``"ok"``, ``"malformed_json"``, ``"no_choices"``, ``"drop"``, ``"hang"``,
         ``"truncated_sse"``, a status int, or a dict with ``status`` (+ ``retry_after``,
         ``retry_after_ms``, ``headers``, ``code``, ``message``, ``type``) and/or ``delay_ms``
-        (extra latency), or ``{"fault": <name>, "delay_ms": N}``.
+        (extra latency), or ``{"fault": <name>, "delay_ms": N}``. ``{"usage": {...}}`` answers
+        normally (not streamed) with those usage keys replaced, a key set to None removed.
         """
         if isinstance(faults, str | bytes | Mapping):
             raise TypeError("script() takes a list of faults")
@@ -819,6 +826,9 @@ class FakeOpenAI:
         if kind == "no_choices":
             choices = []
         payload = self._completion_payload(job, choices, request_id)
+        if fault is not None and fault.usage is not None:  # a server that misreports usage
+            usage = {**payload["usage"], **fault.usage}
+            payload["usage"] = {k: v for k, v in usage.items() if v is not None}
         headers = {"Content-Type": "application/json", "x-request-id": request_id}
         return web.Response(body=_dumps(payload), headers=headers)
 

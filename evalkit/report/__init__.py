@@ -13,8 +13,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from evalkit.errors import InputError
-from evalkit.store import JOURNAL, RESULTS, read_manifest
+from evalkit.errors import InputError, RunError
+from evalkit.store import JOURNAL, RESULTS, read_manifest, write_atomically
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -126,7 +126,8 @@ def write_reports(
     formats: Sequence[str] = ("html", "md", "junit"),
     comparison: RunComparison | None = None,
 ) -> list[Path]:
-    """Write `report.html`, `report.md` and `junit.xml` (as asked) and return their paths."""
+    """Write `report.html`, `report.md` and `junit.xml` (as asked) and return their paths; each
+    replaces its file whole or not at all, and one that cannot be written is a RunError."""
     wanted = list(dict.fromkeys(formats))
     unknown = [f for f in wanted if f not in FILENAMES]
     if unknown:
@@ -136,15 +137,18 @@ def write_reports(
         raise InputError("no report format given: use html, md or junit")
     report = load_report(Path(run_dir), comparison)
     out = Path(out_dir) if out_dir is not None else Path(run_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create report directory {out}: {exc.strerror}") from None
     writers = _writers()
     paths = []
     for fmt in wanted:
         path = out / FILENAMES[fmt]
-        path.write_text(writers[fmt](report), encoding="utf-8")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            write_atomically(path, writers[fmt](report))
+        except OSError as exc:  # a read-only run directory, a full disk
+            raise RunError(
+                f"cannot write {path} ({exc.strerror}); `evalkit report {run_dir} --out DIR` "
+                "writes the reports somewhere else"
+            ) from None
         paths.append(path)
     return paths
 
