@@ -1,0 +1,153 @@
+"""Hostile suites: whatever a suite file holds, evalkit answers with located errors (exit 2).
+
+Inputs that once hung, crashed or took gigabytes run in a subprocess with a memory ceiling
+and a timeout, so that a regression fails the test instead of the machine.
+"""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from evalkit import SuiteError, check_suite, load_suite
+from evalkit.suite import ModelSpec
+
+Write = Callable[[str, str], Path]
+MODELS = "models: [openai/gpt-4o-mini]\n"
+
+
+def _limited() -> None:
+    ceiling = 3 << 30
+    resource.setrlimit(resource.RLIMIT_AS, (ceiling, ceiling))
+
+
+def evalkit(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """`evalkit ARGS` with 3 GB of address space at most, for at most `timeout` seconds."""
+    return subprocess.run(
+        [sys.executable, "-m", "evalkit", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=_limited,
+    )
+
+
+def _messages(error: SuiteError) -> list[str]:
+    return [str(p) for p in error.problems]
+
+
+# ----------------------------------------------------------------------------- JSONL suites
+
+
+def test_problems_in_a_jsonl_suite_are_reported_at_their_line(write: Write) -> None:
+    path = write("c.jsonl", '{"prompt": "hi"}\n{"prompt": 3}\n{"promt": "x"}\n')
+    with pytest.raises(SuiteError) as caught:
+        load_suite(path)
+    assert _messages(caught.value) == [
+        f"{path}:2: cases[1].prompt: Input should be a valid string",
+        f"{path}:3: cases[2].promt: unknown key 'promt' (did you mean 'prompt'?)",
+    ]
+
+
+def test_a_jsonl_line_nested_ten_thousand_deep_is_a_located_error(write: Write) -> None:
+    deep = "[" * 10_000 + "]" * 10_000
+    path = write("c.jsonl", '{"prompt": "hi"}\n{"vars": {"q": ' + deep + "}}\n")
+    with pytest.raises(SuiteError) as caught:
+        load_suite(path)
+    assert _messages(caught.value) == [f"{path}:2: nested more than 100 levels deep"]
+
+
+def test_a_jsonl_line_nested_past_the_limit_is_refused_before_use(write: Write) -> None:
+    deep = "[" * 150 + "]" * 150  # json reads it; pydantic, Jinja and json.dumps would recurse
+    path = write("c.jsonl", '{"prompt": "hi", "vars": {"q": ' + deep + "}}\n")
+    with pytest.raises(SuiteError) as caught:
+        load_suite(path)
+    assert _messages(caught.value)[0].startswith(f"{path}:1: cases[0].vars.q")
+    assert "nested more than 100 levels deep" in _messages(caught.value)[0]
+
+
+@pytest.mark.parametrize("line", ['{"vars": {"q": "\\ud83d"}}', '{"vars": {"\\udc00": 1}}'])
+def test_a_lone_surrogate_in_a_case_is_a_located_error(write: Write, line: str) -> None:
+    path = write(
+        "c.jsonl", '{"prompt": "{{ q }}", "vars": {"q": "\\ud83d\\ude00"}}\n' + line + "\n"
+    )
+    with pytest.raises(SuiteError) as caught:
+        check_suite(load_suite(path), [ModelSpec(id="openai/gpt-4o-mini")])
+    [message] = _messages(caught.value)
+    assert message.startswith(f"{path}:2: cases[1].vars")
+    assert "a lone UTF-16 surrogate" in message
+
+
+@pytest.mark.parametrize("name", ["s.yaml", "c.jsonl"])
+def test_a_bom_does_not_shift_the_line_of_a_bad_byte(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(b"\xef\xbb\xbf" + b'{"prompt": "a"}\n\xff\n')
+    with pytest.raises(SuiteError, match=rf"{name}:2: not a text file"):
+        load_suite(path)
+
+
+# ----------------------------------------------------------------------------- YAML structure
+
+
+def _alias_bomb(indent: str) -> str:
+    """A 'billion laughs': 600 bytes whose aliases stand for 10**9 strings."""
+    lines = ["x0: &x0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    for i in range(1, 9):
+        lines.append(f"x{i}: &x{i} [" + ", ".join([f"*x{i - 1}"] * 10) + "]")
+    return "".join(f"{indent}{line}\n" for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            'prompt: "hi"\ncases:\n  - vars:\n' + _alias_bomb("      "),
+            ":10: aliases repeat more than 1,000,000 nodes",  # *x4 ten times, on x5's line
+            id="alias-bomb-in-vars",
+        ),
+        pytest.param(
+            'prompt: "hi"\ncases: [{vars: {q: &r [*r]}}]\n',
+            ":3: alias *r is inside the node it names",
+            id="recursive-alias",
+        ),
+        pytest.param(
+            'prompt: "hi"\ncases: [{vars: {q: ' + "[" * 100_000 + "]" * 100_000 + "}}]\n",
+            ":3: nested more than 100 levels deep",
+            id="nested-100000-deep",
+        ),
+    ],
+)
+def test_yaml_that_expands_or_nests_without_bound_is_refused(
+    write: Write, tmp_path: Path, text: str, expected: str
+) -> None:
+    write("s.yaml", MODELS + text)
+    result = evalkit("validate", "s.yaml", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"s.yaml{expected}"), result.stderr
+
+
+def test_aliases_within_the_budget_work_and_merges_may_override(write: Write) -> None:
+    path = write(
+        "s.yaml",
+        """
+        models: [openai/gpt-4o-mini]
+        params: &p {temperature: 0, max_tokens: 5}
+        prompt: "{{ q }}"
+        cases:
+          - {vars: {q: a}, params: {<<: *p, temperature: 1}}
+          - {vars: {q: b}, params: *p}
+        """,
+    )
+    suite = load_suite(path)
+    assert check_suite(suite) == []
+    assert [c.params.temperature for c in suite.cases if c.params] == [1, 0]
