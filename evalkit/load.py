@@ -1,8 +1,9 @@
 """Read a suite file (YAML, or JSONL of cases) into a `Suite`, every error located by line.
 
 Suites are data: YAML is read with the safe loader only. A cases file named by `cases:` is
-read relative to the suite's folder. Lines in OpenAI Evals sample format
-(`{"input": [...], "ideal": ...}`) are accepted as they are.
+read relative to the suite's folder, and must lie inside it unless the caller allows
+otherwise. Lines in OpenAI Evals sample format (`{"input": [...], "ideal": ...}`) are
+accepted as they are.
 
 A suite may be hostile, so data is bounded before it is built: nesting deeper than
 `MAX_DEPTH`, YAML aliases that repeat more than `MAX_ALIAS_NODES` nodes (a "billion laughs")
@@ -35,8 +36,12 @@ MAX_ALIAS_NODES = 1_000_000  # nodes a YAML file's aliases may repeat, in all
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def load_suite(path: str | Path) -> Suite:
-    """The suite at `path`, validated; raises `SuiteError` listing every problem found."""
+def load_suite(path: str | Path, allow_outside_cases: bool = False) -> Suite:
+    """The suite at `path`, validated; raises `SuiteError` listing every problem found.
+
+    A `cases:` file outside the suite's folder (after resolving symlinks) is an error unless
+    `allow_outside_cases`: its values would be sent to the suite's endpoints.
+    """
     shown = str(path)
     text = _read_text(Path(path), shown)
     problems: list[Problem] = []
@@ -51,7 +56,8 @@ def load_suite(path: str | Path) -> Suite:
         raise SuiteError(problems)
     cases = data.get("cases")
     if isinstance(cases, str):
-        data["cases"] = _read_cases_file(Path(path).parent, cases, locator, problems)
+        folder = Path(path).parent
+        data["cases"] = _read_cases_file(folder, cases, locator, problems, allow_outside_cases)
         if problems:
             raise SuiteError(problems)
     if isinstance(data.get("cases"), list):
@@ -247,13 +253,20 @@ def _bad_json(value: Any, path: tuple[str | int, ...]) -> tuple[tuple[str | int,
 
 
 def _read_cases_file(
-    folder: Path, name: str, locator: Locator, problems: list[Problem]
+    folder: Path, name: str, locator: Locator, problems: list[Problem], allow_outside: bool
 ) -> list[Any]:
-    target = folder / name
+    target = (folder / name).resolve()  # symlinks too: where the bytes really come from
     shown = str(Path(locator.file).parent / name) if locator.file else name
     _, line = locator.line_of(("cases",), value=True)
+    if not allow_outside and not target.is_relative_to(folder.resolve()):
+        what = (
+            f"cases file '{name}' is outside the suite's folder ({target}); move it next to "
+            "the suite, or pass --allow-outside-cases if you trust it"
+        )
+        problems.append(Problem(locator.file, line, "cases", what))
+        return []
     if not target.is_file():
-        what = f"cases file '{name}' not found (looked for {target.resolve()})"
+        what = f"cases file '{name}' not found (looked for {target})"
         problems.append(Problem(locator.file, line, "cases", what))
         return []
     text = _read_text(target, shown)

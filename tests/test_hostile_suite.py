@@ -6,6 +6,7 @@ and a timeout, so that a regression fails the test instead of the machine.
 
 from __future__ import annotations
 
+import json
 import resource
 import subprocess
 import sys
@@ -16,6 +17,8 @@ import pytest
 
 from evalkit import SuiteError, check_suite, load_suite
 from evalkit.suite import ModelSpec
+from tests.conftest import cli_env
+from tests.fake_openai import FakeOpenAI
 
 Write = Callable[[str, str], Path]
 MODELS = "models: [openai/gpt-4o-mini]\n"
@@ -151,3 +154,63 @@ def test_aliases_within_the_budget_work_and_merges_may_override(write: Write) ->
     suite = load_suite(path)
     assert check_suite(suite) == []
     assert [c.params.temperature for c in suite.cases if c.params] == [1, 0]
+
+
+# ----------------------------------------------------------------------------- cases: files
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """A cases file beside the suite's folder, not in it."""
+    path = tmp_path / "elsewhere" / "secret.jsonl"
+    path.parent.mkdir()
+    path.write_text('{"vars": {"q": "outside"}}\n', encoding="utf-8")
+    (tmp_path / "suite").mkdir()
+    return path
+
+
+@pytest.mark.parametrize("how", ["relative", "absolute", "symlink"])
+def test_a_cases_file_outside_the_suite_folder_needs_the_opt_in(
+    tmp_path: Path, outside: Path, how: str
+) -> None:
+    name = {"relative": "../elsewhere/secret.jsonl", "absolute": str(outside)}.get(how, "in.jsonl")
+    if how == "symlink":
+        (tmp_path / "suite" / "in.jsonl").symlink_to(outside)
+    path = tmp_path / "suite" / "s.yaml"
+    path.write_text(f'{MODELS}prompt: "{{{{ q }}}}"\ncases: {name}\n', encoding="utf-8")
+    with pytest.raises(SuiteError) as caught:
+        load_suite(path)
+    [message] = _messages(caught.value)
+    assert message.startswith(f"{path}:3: cases: cases file '{name}' is outside the suite's folder")
+    assert "--allow-outside-cases" in message
+    assert load_suite(path, allow_outside_cases=True).cases[0].vars == {"q": "outside"}
+
+
+def test_validate_and_dry_run_take_the_opt_in(tmp_path: Path, outside: Path) -> None:
+    folder = tmp_path / "suite"
+    (folder / "s.yaml").write_text(
+        f'{MODELS}prompt: "{{{{ q }}}}"\ncases: ../elsewhere/secret.jsonl\n', encoding="utf-8"
+    )
+    for command in (["validate"], ["run", "--dry-run"]):
+        refused = evalkit(*command, "s.yaml", cwd=folder)
+        assert refused.returncode == 2 and "outside the suite's folder" in refused.stderr
+        allowed = evalkit(*command, "s.yaml", "--allow-outside-cases", cwd=folder)
+        assert allowed.returncode == 0, allowed.stderr
+
+
+def test_resume_takes_the_opt_in_again(openai: FakeOpenAI, tmp_path: Path, outside: Path) -> None:
+    folder = tmp_path / "suite"
+    (folder / "s.yaml").write_text(
+        f'{MODELS}prompt: "{{{{ q }}}}"\ncases: ../elsewhere/secret.jsonl\n', encoding="utf-8"
+    )
+    env = cli_env(openai.url)
+    first = evalkit("run", "s.yaml", "--allow-outside-cases", "--no-progress", cwd=folder, env=env)
+    assert first.returncode == 0, first.stderr
+    [run_dir] = (folder / "reports" / "runs").iterdir()
+    manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    manifest.update(status="running", finished_at=None)  # as if it had been killed
+    (run_dir / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    refused = evalkit("run", "--resume", str(run_dir), cwd=folder, env=env)
+    assert refused.returncode == 2 and "outside the suite's folder" in refused.stderr
+    resumed = evalkit("run", "--resume", str(run_dir), "--allow-outside-cases", cwd=folder, env=env)
+    assert resumed.returncode == 0, resumed.stderr
