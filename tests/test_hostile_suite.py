@@ -214,3 +214,42 @@ def test_resume_takes_the_opt_in_again(openai: FakeOpenAI, tmp_path: Path, outsi
     assert refused.returncode == 2 and "outside the suite's folder" in refused.stderr
     resumed = evalkit("run", "--resume", str(run_dir), "--allow-outside-cases", cwd=folder, env=env)
     assert resumed.returncode == 0, resumed.stderr
+
+
+# ----------------------------------------------------------------------------- model labels
+
+
+@pytest.mark.parametrize(
+    ("models", "line", "where", "first"),
+    [
+        ("  - openai/gpt-4o-mini\n  - openai/gpt-4o-mini\n", 3, "models[1]", 2),
+        (
+            "  - {id: openai/gpt-4o, label: fast}\n  - {id: openai/gpt-4o-mini, label: fast}\n",
+            3,
+            "models[1].label",
+            2,
+        ),
+        ("  - vllm/m\n  - {id: openai/gpt-4o, label: box/m}\n", 3, "models[1].label", 2),
+    ],
+    ids=["same-id", "same-label", "endpoint-label"],
+)
+def test_two_models_with_one_label_are_a_located_error(
+    write: Write, models: str, line: int, where: str, first: int
+) -> None:
+    path = write(
+        "s.yaml",
+        f"models:\n{models}endpoints:\n  vllm: {{base_url: 'http://127.0.0.1:9/v1', label: box}}\n"
+        'prompt: "hi"\ncases: [{vars: {}}]\n',
+    )
+    [problem] = check_suite(load_suite(path))
+    assert str(problem).startswith(f"{path}:{line}: {where}: two models are labelled")
+    assert f"(first at {path}:{first})" in str(problem)
+
+
+def test_the_same_model_twice_on_the_command_line_is_an_error(write: Write, tmp_path: Path) -> None:
+    write("s.yaml", 'prompt: "hi"\ncases: [{vars: {}}]\n')
+    result = evalkit(
+        "validate", "s.yaml", "-m", "openai/gpt-4o", "-m", "openai/gpt-4o", cwd=tmp_path
+    )
+    assert result.returncode == 2
+    assert "s.yaml:1: --model openai/gpt-4o is given twice" in result.stderr
