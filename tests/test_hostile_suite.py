@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from evalkit import SuiteError, check_suite, load_suite
+from evalkit.render import Renderer, TemplateError
 from evalkit.suite import ModelSpec
 from tests.conftest import cli_env
 from tests.fake_openai import FakeOpenAI
@@ -214,6 +215,78 @@ def test_resume_takes_the_opt_in_again(openai: FakeOpenAI, tmp_path: Path, outsi
     assert refused.returncode == 2 and "outside the suite's folder" in refused.stderr
     resumed = evalkit("run", "--resume", str(run_dir), "--allow-outside-cases", cwd=folder, env=env)
     assert resumed.returncode == 0, resumed.stderr
+
+
+# ----------------------------------------------------------------------------- templates
+
+_BIG = "{% set s = 'a' * 1000000 %}"
+_HOSTILE = {
+    "power": ("{{ 10**(10**9) }}", "'**' would make an integer of more than 4,300 digits"),
+    "format-filter": ("{{ '%0999999999d'|format(1) }}", "filter 'format' would build more than"),
+    "percent": ("{{ '%0999999999d' % 1 }}", "'%' would build more than"),
+    "percent-star": ("{{ '%*d' % (999999999, 1) }}", "'%' would build more than"),
+    "str-format": ("{{ '{:0999999999d}'.format(1) }}", "format() would build more than"),
+    "format-map": ("{{ '{a:>999999999}'.format_map({'a': 1}) }}", "format() would build more"),
+    "repeat-text": ("{{ 'a' * 10**8 }}", "'*' would build more than"),
+    "repeat-list": ("{{ ([1] * 10**7)|length }}", "'*' would build more than"),
+    "join": (_BIG + "{{ ([s] * 1000)|join }}", "filter 'join' would build more than"),
+    "show-a-list": (_BIG + "{{ [s] * 1000 }}", "the output would build more than"),
+    "doubling": (_BIG + "{% set s = s ~ s %}" * 20 + "{{ s }}", "'~' would build more than"),
+    "center": ("{{ 'a'.center(10**9) }}", "center() would build more than"),
+    "tojson-indent": ("{{ [1]|tojson(indent=10**9) }}", "filter 'tojson' would build more"),
+    "loop-of-text": ("{% for i in range(100000) %}" + "x" * 1000 + "{% endfor %}", "the output"),
+    "output-cap": ("{{ 'a' * 4000001 }}", "renders to more than 4,000,000 characters"),
+    "nested-ranges": (
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+        "took longer than 1 s to render",
+    ),
+}
+
+
+def test_templates_cannot_amplify_without_bound(write: Write, tmp_path: Path) -> None:
+    lines = [MODELS.strip(), "cases:"]
+    where = {}
+    for name, (template, _) in _HOSTILE.items():
+        lines += [f"  - id: {name}", "    prompt: |-"]
+        where[name] = len(lines)
+        lines.append(f"      {template}")
+    write("s.yaml", "\n".join(lines) + "\n")
+    result = evalkit("validate", "s.yaml", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    errors = result.stderr.strip().splitlines()
+    for i, (name, (_, expected)) in enumerate(_HOSTILE.items()):
+        prefix = f"s.yaml:{where[name]}: cases[{i}].prompt: case '{name}': prompt: "
+        assert any(e.startswith(prefix) and expected in e for e in errors), (name, errors)
+    assert len(errors) == len(_HOSTILE)
+
+
+def test_a_long_text_repeated_by_aliases_counts_against_the_budget(
+    write: Write, tmp_path: Path
+) -> None:
+    text = "x" * 400_000  # plain text: no template to check, but 41 copies are 16.4 MB
+    messages = ", ".join([f"&m {{role: user, content: {text}}}"] + ["*m"] * 40)
+    write("s.yaml", f"{MODELS}cases:\n  - {{id: big, messages: [{messages}]}}\n")
+    result = evalkit("validate", "s.yaml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "s.yaml:3: cases[0].messages[40].content: " in result.stderr
+    assert "the text would build more than the 16,000,000 characters" in result.stderr
+
+
+def test_many_slow_templates_cost_seconds_not_a_budget_each(write: Write, tmp_path: Path) -> None:
+    slow = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+    cases = "".join(f'  - {{id: c{i}, prompt: "{slow}{i}"}}\n' for i in range(40))
+    write("s.yaml", f"{MODELS}cases:\n{cases}")
+    result = evalkit("validate", "s.yaml", cwd=tmp_path, timeout=30)
+    assert result.returncode == 2
+    errors = result.stderr.strip().splitlines()
+    assert sum("took longer than 1 s" in e for e in errors) == 3
+    assert sum("not rendered: 3 renders already took longer" in e for e in errors) == 37
+
+
+@pytest.mark.parametrize("source", ["{{ 'a.b'|urlize }}", "{{ [1]|pprint }}", "{{ lipsum(2) }}"])
+def test_html_and_debugging_helpers_are_not_available(source: str) -> None:
+    with pytest.raises(TemplateError, match=r"urlize|pprint|lipsum"):
+        Renderer().text(source, {}, ("prompt",))
 
 
 # ----------------------------------------------------------------------------- model labels
