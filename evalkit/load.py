@@ -255,9 +255,13 @@ def _bad_json(value: Any, path: tuple[str | int, ...]) -> tuple[tuple[str | int,
 def _read_cases_file(
     folder: Path, name: str, locator: Locator, problems: list[Problem], allow_outside: bool
 ) -> list[Any]:
-    target = (folder / name).resolve()  # symlinks too: where the bytes really come from
     shown = str(Path(locator.file).parent / name) if locator.file else name
     _, line = locator.line_of(("cases",), value=True)
+    try:
+        target = (folder / name).resolve()  # symlinks too: where the bytes really come from
+    except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, a NUL byte
+        problems.append(Problem(locator.file, line, "cases", f"cases file '{name}': {exc}"))
+        return []
     if not allow_outside and not target.is_relative_to(folder.resolve()):
         what = (
             f"cases file '{name}' is outside the suite's folder ({target}); move it next to "

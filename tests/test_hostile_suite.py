@@ -187,6 +187,18 @@ def test_a_cases_file_outside_the_suite_folder_needs_the_opt_in(
     assert load_suite(path, allow_outside_cases=True).cases[0].vars == {"q": "outside"}
 
 
+@pytest.mark.parametrize("name", ["loop.jsonl", '"nul\\0.jsonl"'])
+def test_a_cases_file_name_that_cannot_be_resolved_is_a_located_error(
+    write: Write, tmp_path: Path, name: str
+) -> None:
+    (tmp_path / "loop.jsonl").symlink_to("loop.jsonl")
+    path = write("s.yaml", f'{MODELS}prompt: "hi"\ncases: {name}\n')
+    with pytest.raises(SuiteError) as caught:
+        load_suite(path)
+    [message] = _messages(caught.value)
+    assert message.startswith(f"{path}:3: cases: cases file '"), message
+
+
 def test_validate_and_dry_run_take_the_opt_in(tmp_path: Path, outside: Path) -> None:
     folder = tmp_path / "suite"
     (folder / "s.yaml").write_text(
