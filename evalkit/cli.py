@@ -49,6 +49,12 @@ AlphaOption = Annotated[
 CacheDirOption = Annotated[
     Path | None, typer.Option("--cache-dir", help="Cache folder (default .evalkit/).")
 ]
+OutsideCasesOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-outside-cases", help="Read a cases: file outside the suite's folder (trust it)."
+    ),
+]
 
 
 @app.callback()
@@ -68,12 +74,13 @@ def validate(
         bool,
         typer.Option("--allow-overflow", help="Accept cases that exceed a context window."),
     ] = False,
+    allow_outside_cases: OutsideCasesOption = False,
 ) -> None:
     """Load and render every case of each suite; report every problem. Sends nothing."""
     problems = []
     for path in suites:
         try:
-            suite = load_suite(path)
+            suite = load_suite(path, allow_outside_cases)
         except SuiteError as exc:
             problems.extend(exc.problems)
             continue
@@ -123,6 +130,7 @@ def run(
         bool,
         typer.Option("--allow-overflow", help="Send cases that exceed a context window anyway."),
     ] = False,
+    allow_outside_cases: OutsideCasesOption = False,
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Neither read nor write the response cache.")
     ] = False,
@@ -175,6 +183,7 @@ def run(
         refresh=refresh,
         cache_dir=cache_dir_option,
         allow_overflow=allow_overflow,
+        allow_outside_cases=allow_outside_cases,
     )
     after = _AfterRun(baseline_frame, fail_on, alpha, write_report)
     if resume is not None:
@@ -183,7 +192,7 @@ def run(
         raise ConfigError("give a suite file to run, or --resume RUN_DIR")
     worst = 0
     for path in suites:
-        suite = load_suite(path)
+        suite = load_suite(path, allow_outside_cases)
         if dry_run:
             worst = max(worst, _dry_run(suite, settings, as_json))
             continue

@@ -1,13 +1,20 @@
 """Read a suite file (YAML, or JSONL of cases) into a `Suite`, every error located by line.
 
 Suites are data: YAML is read with the safe loader only. A cases file named by `cases:` is
-read relative to the suite's folder. Lines in OpenAI Evals sample format
-(`{"input": [...], "ideal": ...}`) are accepted as they are.
+read relative to the suite's folder, and must lie inside it unless the caller allows
+otherwise. Lines in OpenAI Evals sample format (`{"input": [...], "ideal": ...}`) are
+accepted as they are.
+
+A suite may be hostile, so data is bounded before it is built: nesting deeper than
+`MAX_DEPTH`, YAML aliases that repeat more than `MAX_ALIAS_NODES` nodes (a "billion laughs")
+and lone UTF-16 surrogates (not text) are located errors.
 """
 
 from __future__ import annotations
 
+import codecs
 import json
+import re
 import types
 import typing
 from pathlib import Path
@@ -24,15 +31,23 @@ _SafeLoader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MAX_PROBLEMS = 100
 _CASE_KEYS = frozenset(Case.model_fields)
 
+MAX_DEPTH = 100  # lists and mappings nested deeper than this are refused
+MAX_ALIAS_NODES = 1_000_000  # nodes a YAML file's aliases may repeat, in all
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
-def load_suite(path: str | Path) -> Suite:
-    """The suite at `path`, validated; raises `SuiteError` listing every problem found."""
+
+def load_suite(path: str | Path, allow_outside_cases: bool = False) -> Suite:
+    """The suite at `path`, validated; raises `SuiteError` listing every problem found.
+
+    A `cases:` file outside the suite's folder (after resolving symlinks) is an error unless
+    `allow_outside_cases`: its values would be sent to the suite's endpoints.
+    """
     shown = str(path)
     text = _read_text(Path(path), shown)
     problems: list[Problem] = []
     if shown.endswith(".jsonl"):
         locator = Locator(shown)
-        data: Any = {"cases": _read_jsonl(text, shown, locator, (), problems)}
+        data: Any = {"cases": _read_jsonl(text, shown, locator, ("cases",), problems)}
     else:
         data, locator = _read_yaml(text, shown, problems)
         if not problems and not isinstance(data, dict):
@@ -41,7 +56,8 @@ def load_suite(path: str | Path) -> Suite:
         raise SuiteError(problems)
     cases = data.get("cases")
     if isinstance(cases, str):
-        data["cases"] = _read_cases_file(Path(path).parent, cases, locator, problems)
+        folder = Path(path).parent
+        data["cases"] = _read_cases_file(folder, cases, locator, problems, allow_outside_cases)
         if problems:
             raise SuiteError(problems)
     if isinstance(data.get("cases"), list):
@@ -66,12 +82,13 @@ def _read_text(path: Path, shown: str) -> str:
         raise SuiteError([Problem(shown, 0, "", "is a directory, not a suite file")]) from None
     except OSError as exc:
         raise SuiteError([Problem(shown, 0, "", f"cannot read: {exc.strerror}")]) from None
+    body = raw.removeprefix(codecs.BOM_UTF8)  # so an error's offset counts from the text
     try:
-        if b"\x00" in raw[:8192]:
-            raise UnicodeDecodeError("utf-8", raw, raw.index(b"\x00"), 1, "NUL byte")
-        return raw.decode("utf-8-sig")
+        if b"\x00" in body[:8192]:
+            raise UnicodeDecodeError("utf-8", body, body.index(b"\x00"), 1, "NUL byte")
+        return body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
+        line = body.count(b"\n", 0, exc.start) + 1
         what = "not a text file: suites and cases files must be UTF-8 YAML or JSONL"
         raise SuiteError([Problem(shown, line, "", what)]) from None
 
@@ -79,9 +96,15 @@ def _read_text(path: Path, shown: str) -> str:
 def _read_yaml(text: str, shown: str, problems: list[Problem]) -> tuple[Any, Locator]:
     locator = Locator(shown)
     try:
+        bound = _unbounded(text, shown)
+        if bound is not None:
+            problems.append(bound)
+            return None, locator
         loader = _SafeLoader(text)
         try:
             node = loader.get_single_node()
+            if node is not None:
+                _Indexer(locator, problems, "\\u" in text or "\\U" in text).index(node, ())
             data = loader.construct_document(node) if node is not None else None
         finally:
             loader.dispose()
@@ -94,31 +117,88 @@ def _read_yaml(text: str, shown: str, problems: list[Problem]) -> tuple[Any, Loc
             what += f" ({context} started at line {context_mark.line + 1})"
         problems.append(Problem(shown, line, "", what))
         return None, locator
-    if node is not None:
-        _index_node(node, (), locator, problems)
     return data, locator
 
 
-def _index_node(
-    node: yaml.Node, path: tuple[str | int, ...], locator: Locator, problems: list[Problem]
-) -> None:
-    """Record the line of every key and item under `node`; flag duplicate keys."""
-    if isinstance(node, yaml.MappingNode):
-        first_line: dict[Any, int] = {}
-        for key_node, value_node in node.value:
-            key = key_node.value
-            line = key_node.start_mark.line + 1
-            if key in first_line:
-                where = show_path((*path, key))
-                what = f"duplicate key '{key}' (first at line {first_line[key]})"
-                problems.append(Problem(locator.file, line, where, what))
-            first_line[key] = line
-            locator.add((*path, key), line, value_node.start_mark.line + 1)
-            _index_node(value_node, (*path, key), locator, problems)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            locator.add((*path, i), item.start_mark.line + 1)
-            _index_node(item, (*path, i), locator, problems)
+def _unbounded(text: str, shown: str) -> Problem | None:
+    """Nesting past `MAX_DEPTH` or aliases past `MAX_ALIAS_NODES`, found in the event stream
+    before any node is built (deep nesting crashes the C composer; aliases multiply)."""
+    sizes: dict[str, int] = {}  # anchor -> nodes its value expands to
+    open_: list[tuple[int, str | None]] = []  # (nodes so far, anchor) per open collection
+    repeated = 0
+    for event in yaml.parse(text, Loader=_SafeLoader):
+        line = event.start_mark.line + 1 if event.start_mark is not None else 1
+        if isinstance(event, yaml.CollectionStartEvent):
+            if len(open_) >= MAX_DEPTH:
+                return Problem(shown, line, "", f"nested more than {MAX_DEPTH} levels deep")
+            open_.append((1, event.anchor))
+            continue
+        if isinstance(event, yaml.CollectionEndEvent):
+            size, anchor = open_.pop()
+        elif isinstance(event, yaml.AliasEvent):
+            name = event.anchor or ""
+            if any(name == a for _, a in open_):
+                return Problem(shown, line, "", f"alias *{name} is inside the node it names")
+            size, anchor = sizes.get(name, 1), None  # an undefined alias: the composer says
+            repeated += size
+            if repeated > MAX_ALIAS_NODES:
+                what = f"aliases repeat more than {MAX_ALIAS_NODES:,} nodes; repeat less"
+                return Problem(shown, line, "", what)
+        elif isinstance(event, yaml.ScalarEvent):
+            size, anchor = 1, event.anchor
+        else:
+            continue
+        if anchor is not None:
+            sizes[anchor] = size
+        if open_:
+            open_[-1] = (open_[-1][0] + size, open_[-1][1])
+    return None
+
+
+class _Indexer:
+    """Records the line of every key and item; flags duplicate keys and lone surrogates.
+
+    A node an alias repeats is indexed once: errors inside a repeat point at the alias.
+    """
+
+    def __init__(self, locator: Locator, problems: list[Problem], surrogates: bool) -> None:
+        self.locator, self.problems, self.surrogates = locator, problems, surrogates
+        self.seen: set[int] = set()
+
+    def index(self, node: yaml.Node, path: tuple[str | int, ...]) -> None:
+        if isinstance(node, yaml.ScalarNode):
+            self._text(node, path)
+            return
+        if id(node) in self.seen:
+            return
+        self.seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first_line: dict[Any, int] = {}
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    continue  # a list or mapping as a key: the constructor refuses it
+                key = key_node.value
+                line = key_node.start_mark.line + 1
+                if key in first_line:
+                    where = show_path((*path, key))
+                    what = f"duplicate key '{key}' (first at line {first_line[key]})"
+                    self.problems.append(Problem(self.locator.file, line, where, what))
+                first_line[key] = line
+                self._text(key_node, path)
+                self.locator.add((*path, key), line, value_node.start_mark.line + 1)
+                self.index(value_node, (*path, key))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self.locator.add((*path, i), item.start_mark.line + 1)
+                self.index(item, (*path, i))
+
+    def _text(self, node: yaml.Node, path: tuple[str | int, ...]) -> None:
+        if self.surrogates and isinstance(node.value, str) and _SURROGATE.search(node.value):
+            line = node.start_mark.line + 1
+            self.problems.append(Problem(self.locator.file, line, show_path(path), _NOT_TEXT))
+
+
+_NOT_TEXT = "a lone UTF-16 surrogate (\\ud800-\\udfff) is not text; write the character itself"
 
 
 def _read_jsonl(
@@ -136,22 +216,61 @@ def _read_jsonl(
             if len(problems) >= _MAX_PROBLEMS:
                 break
             continue
+        except RecursionError:
+            problems.append(Problem(shown, lineno, "", f"nested more than {MAX_DEPTH} levels deep"))
+            continue
         if not isinstance(record, dict):
             problems.append(Problem(shown, lineno, "", "each line must be a JSON object"))
             continue
-        locator.add((*prefix, len(records)), lineno, file=shown)
+        path = (*prefix, len(records))
+        if line.count("[") + line.count("{") > MAX_DEPTH or "\\u" in line:
+            bad = _bad_json(record, path)
+            if bad is not None:
+                problems.append(Problem(shown, lineno, show_path(bad[0]), bad[1]))
+                continue
+        locator.add(path, lineno, file=shown)
         records.append(record)
     return records
 
 
+def _bad_json(value: Any, path: tuple[str | int, ...]) -> tuple[tuple[str | int, ...], str] | None:
+    """Where `value` nests past `MAX_DEPTH` or holds a lone surrogate, and which."""
+    todo: list[tuple[Any, tuple[str | int, ...]]] = [(value, path)]
+    while todo:
+        item, where = todo.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return where, _NOT_TEXT
+            continue
+        if len(where) - len(path) >= MAX_DEPTH:
+            return where, f"nested more than {MAX_DEPTH} levels deep"
+        if isinstance(item, dict):
+            todo.extend((k, where) for k in item)
+            todo.extend((v, (*where, k)) for k, v in item.items())
+        elif isinstance(item, list):
+            todo.extend((v, (*where, i)) for i, v in enumerate(item))
+    return None
+
+
 def _read_cases_file(
-    folder: Path, name: str, locator: Locator, problems: list[Problem]
+    folder: Path, name: str, locator: Locator, problems: list[Problem], allow_outside: bool
 ) -> list[Any]:
-    target = folder / name
     shown = str(Path(locator.file).parent / name) if locator.file else name
     _, line = locator.line_of(("cases",), value=True)
+    try:
+        target = (folder / name).resolve()  # symlinks too: where the bytes really come from
+    except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, a NUL byte
+        problems.append(Problem(locator.file, line, "cases", f"cases file '{name}': {exc}"))
+        return []
+    if not allow_outside and not target.is_relative_to(folder.resolve()):
+        what = (
+            f"cases file '{name}' is outside the suite's folder ({target}); move it next to "
+            "the suite, or pass --allow-outside-cases if you trust it"
+        )
+        problems.append(Problem(locator.file, line, "cases", what))
+        return []
     if not target.is_file():
-        what = f"cases file '{name}' not found (looked for {target.resolve()})"
+        what = f"cases file '{name}' not found (looked for {target})"
         problems.append(Problem(locator.file, line, "cases", what))
         return []
     text = _read_text(target, shown)

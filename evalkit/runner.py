@@ -51,6 +51,7 @@ class RunSettings:
     retry_initial_s: float = 0.5
     progress: bool | None = None  # None: a live bar on a terminal, plain lines otherwise
     environ: Mapping[str, str] | None = None
+    allow_outside_cases: bool = False  # asked for on each command line, never kept in a manifest
     max_cost: float | None = None  # USD ceiling
     cache: bool = True  # --no-cache: neither read nor write
     refresh: bool = False  # --refresh: write without reading
@@ -116,7 +117,7 @@ def resume_run(run_dir: Path, settings: RunSettings | None = None) -> RunResult:
     suite_path = manifest.get("suite", {}).get("path")
     if not suite_path or not Path(suite_path).exists():
         suite_path = manifest.get("suite", {}).get("abspath")
-    suite = load_suite(suite_path)
+    suite = load_suite(suite_path, settings.allow_outside_cases)
     targets, judges, keys, providers = _prepare(suite, settings)
     plan = prepare(run_dir, manifest, suite, targets, settings.samples)
     run = RunDir(run_dir, manifest)

@@ -136,12 +136,28 @@ def _resolve_models(
     environ: Mapping[str, str] | None,
     report: _Problems,
 ) -> list[Target]:
+    """The targets to run; each label once, since a run keeps each model's rows by label."""
     targets = []
+    first: dict[str, int] = {}  # label -> index of the model that has it
     for index, spec in enumerate(models if models is not None else suite.models):
+        where: tuple[str | int, ...] = ("models", index) if models is None else ()
         try:
-            targets.append(resolve(spec, suite.endpoints, environ))
+            target = resolve(spec, suite.endpoints, environ)
         except UnknownModel as exc:
-            report.add(("models", index) if models is None else (), str(exc))
+            report.add(where, str(exc))
+            continue
+        if target.label not in first:
+            first[target.label] = index
+            targets.append(target)
+        elif models is not None:
+            report.add(where, f"--model {spec.id} is given twice")
+        else:
+            file, line = suite.locator.line_of(("models", first[target.label]))
+            report.add(
+                (*where, "label") if spec.label else where,
+                f"two models are labelled '{target.label}' (first at {file}:{line}), so one's "
+                "results would replace the other's: give each a distinct label",
+            )
     return targets
 
 
