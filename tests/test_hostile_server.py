@@ -24,6 +24,7 @@ import pytest
 from aiohttp import web
 
 from evalkit import RunResult, RunSettings, load_suite, run_suite
+from evalkit.retry import MAX_HINT_S, retry_after
 from evalkit.store import read_journal
 from tests.conftest import cli_env
 
@@ -261,3 +262,20 @@ def test_an_unusable_base_url_exits_2_and_no_credential_is_stored(
     assert "base_url" in result.stderr or "OPENAI_BASE_URL" in result.stderr
     assert PASSWORD not in result.stdout + result.stderr
     assert server.bodies == [] and not (tmp_path / "runs").exists()
+
+
+# ---------------------------------------------------------------- waits the server asks for
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"retry-after": "1e400"},
+        {"retry-after-ms": "99999999999"},
+        {"retry-after": "Fri, 31 Dec 9999 23:59:59 GMT"},
+        {"x-ratelimit-reset-requests": "99999h"},
+    ],
+)
+def test_a_wait_the_server_asks_for_is_capped(headers: dict[str, str]) -> None:
+    # a 429's hint pauses the whole model: uncapped, one header would stop the run forever
+    assert retry_after(headers) == MAX_HINT_S
