@@ -15,6 +15,7 @@ import json
 import subprocess
 import sys
 import threading
+import unicodedata
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from types import TracebackType
@@ -23,7 +24,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from evalkit import RunResult, RunSettings, load_suite, run_suite
+from evalkit import RunResult, RunSettings, load_run, load_suite, run_suite
+from evalkit.report import write_reports
 from evalkit.retry import MAX_HINT_S, retry_after
 from evalkit.store import read_journal
 from tests.conftest import cli_env
@@ -210,6 +212,74 @@ def run_dir_of(result: subprocess.CompletedProcess[str], cwd: Path) -> Path:
     return cwd / line.removeprefix("run directory: ")
 
 
+# ---------------------------------------------------------------- 1. the key, however spelled
+
+ECHOES: dict[str, Callable[[str], str]] = {
+    "u-escapes": lambda key: "".join(f"\\u{ord(c):04x}" for c in key),
+    "escaped-solidus": lambda key: json.dumps(key)[1:-1].replace("/", "\\/"),
+    "plain-json": lambda key: json.dumps(key)[1:-1],
+}
+
+
+def echo_the_key(spell: Callable[[str], str]) -> Handler:
+    """Repeats the key it was sent in an answer (c0), a 400 (c1) and a 401 (c2)."""
+
+    async def handler(request: web.Request, body: Any) -> web.StreamResponse:
+        key = request.headers["Authorization"].removeprefix("Bearer").strip()
+        said = spell(key)
+        prompt = body["messages"][-1]["content"]
+        status = {"question 0": 200, "question 1": 400}.get(prompt, 401)
+        if status == 200:
+            text = json.dumps(chat("KEYPLACE"))
+        else:
+            text = json.dumps({"error": {"message": "Incorrect API key: KEYPLACE", "code": None}})
+        return web.Response(
+            text=text.replace("KEYPLACE", said), status=status, content_type="application/json"
+        )
+
+    return handler
+
+
+def assert_no_key_anywhere(run_dir: Path, *outputs: str, key: str = KEY) -> None:
+    forms = {key, key.strip(), TAIL, *(spell(key.strip()) for spell in ECHOES.values())}
+    texts = {p.name: p.read_text("utf-8", "replace") for p in run_dir.iterdir()}
+    texts["results.parquet"] = load_run(run_dir).astype(str).to_csv()
+    texts.update({f"output {i}": text for i, text in enumerate(outputs)})
+    for name, text in texts.items():
+        for form in forms:
+            assert form not in text, f"the key ({form!r}) is in {name}"
+
+
+@pytest.mark.parametrize("spell", list(ECHOES.values()), ids=list(ECHOES))
+def test_a_key_echoed_in_any_json_spelling_is_redacted_everywhere(
+    server: Hostile, tmp_path: Path, write: Write, spell: Callable[[str], str]
+) -> None:
+    server.handler = echo_the_key(spell)
+    suite(write, cases=3)
+    env = cli_env(server.url, KEY)
+    result = cli(tmp_path, "run", "s.yaml", "--out", "runs", "--report", env=env)
+    assert result.returncode == 3, result.stderr  # the 401 stopped the model
+    run_dir = run_dir_of(result, tmp_path)
+    assert {"report.html", "report.md", "junit.xml", "results.parquet"} <= {
+        p.name for p in run_dir.iterdir()
+    }
+    answer = next(e for e in entries(run_dir) if e["case_id"] == "c0")
+    assert answer["choices"][0]["text"] == "[redacted]"
+    assert_no_key_anywhere(run_dir, result.stdout, result.stderr)
+
+
+def test_a_key_with_surrounding_whitespace_is_redacted_as_the_server_saw_it(
+    server: Hostile, tmp_path: Path, write: Write
+) -> None:
+    padded = " sk-padded-0123-" + TAIL + " \t"
+    server.handler = echo_the_key(lambda key: key)
+    suite(write, cases=3)
+    env = cli_env(server.url, padded)
+    result = cli(tmp_path, "run", "s.yaml", "--out", "runs", "--report", env=env)
+    assert result.returncode == 3, result.stderr
+    assert_no_key_anywhere(run_dir_of(result, tmp_path), result.stdout, result.stderr, key=padded)
+
+
 # ---------------------------------------------------------------- 2. keys and URLs, when read
 
 
@@ -262,6 +332,69 @@ def test_an_unusable_base_url_exits_2_and_no_credential_is_stored(
     assert "base_url" in result.stderr or "OPENAI_BASE_URL" in result.stderr
     assert PASSWORD not in result.stdout + result.stderr
     assert server.bodies == [] and not (tmp_path / "runs").exists()
+
+
+# ---------------------------------------------------------------- 12. lone surrogates
+
+LONE = json.dumps("smile \ud83d")  # what a server sends when a token splits an emoji
+CALL = {
+    "id": "call_1",
+    "type": "function",
+    "function": {"name": "f\udc00", "arguments": '{"e": "\ud83d"}'},
+}
+
+
+@pytest.mark.parametrize(
+    ("params", "handler", "text"),
+    [
+        (
+            "{max_tokens: 8}",
+            reply(chat(json.loads(LONE), tool_calls=[CALL])),
+            "smile \ufffd",
+        ),
+        (
+            "{max_tokens: 8, stream: true}",
+            streamed(sse(delta("smile \ud83d"), delta("\ude00 ok"), delta("", finish="stop"))),
+            "smile \U0001f600 ok",  # the two halves of the pair came in two chunks
+        ),
+    ],
+    ids=["plain-with-tool-call", "stream-split-pair"],
+)
+def test_lone_surrogates_are_normalised_so_run_load_report_and_cache_work(
+    server: Hostile, tmp_path: Path, write: Write, params: str, handler: Handler, text: str
+) -> None:
+    server.handler = handler
+    path = suite(write, params=params)
+    first = run(path, server)
+    assert first.status == "complete"
+    frame = load_run(first.run_dir)
+    assert frame["output"].tolist() == [text]
+    for column in frame.select_dtypes(exclude="number").columns:
+        for value in frame[column].dropna().astype(str):
+            value.encode("utf-8")  # every text is valid Unicode: Parquet, JSON and HTML take it
+    assert all(p.stat().st_size for p in write_reports(first.run_dir))
+    second = run(path, server)  # served from the cache, which kept the normalised answer
+    assert second.status == "complete" and len(server.bodies) == 1
+    assert load_run(second.run_dir)["output"].tolist() == [text]
+    assert all(p.stat().st_size for p in write_reports(second.run_dir))
+
+
+# ---------------------------------------------------------------- 15. control characters
+
+
+def test_control_characters_in_server_messages_never_reach_the_terminal(
+    server: Hostile, tmp_path: Path, write: Write
+) -> None:
+    hostile = "no\x1b[2J\x1b]0;owned\x07 access\r\n\x00\u202eevil\x9b"
+    server.handler = reply({"error": {"message": hostile}}, status=401)
+    suite(write)
+    result = cli(tmp_path, "run", "s.yaml", "--out", "runs", env=cli_env(server.url, KEY))
+    assert result.returncode == 3
+    (row,) = entries(run_dir_of(result, tmp_path))
+    assert "owned" in row["error"] and "owned" in result.stderr  # the message, made harmless
+    for text in (row["error"], result.stdout, result.stderr):
+        bad = {c for c in text if c not in "\n" and unicodedata.category(c) in ("Cc", "Cf")}
+        assert not bad, text
 
 
 # ---------------------------------------------------------------- waits the server asks for

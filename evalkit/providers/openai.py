@@ -4,7 +4,8 @@ HTTP goes through httpx's API over an aiohttp transport (`httpx-aiohttp`): plain
 `httpx.AsyncClient`'s pool costs ~25 ms of CPU per request at 100 in flight, the aiohttp
 transport stays near a bare aiohttp client (see benchmarks/README.md). Responses are parsed
 tolerantly (missing usage or fingerprint, extra fields) and strictly where it matters (no
-choices is an error).
+choices is an error). Every string an attempt returns or raises goes through one `Scrubber`
+(valid Unicode, no API key, no control characters in messages).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import httpx
 
 from evalkit.plan import Request
 from evalkit.providers import Choice, Completion, ProviderError
+from evalkit.providers.scrub import Scrubber
 from evalkit.retry import RETRYABLE_STATUS, retry_after
 
 _PATHS = {"chat": "/chat/completions", "completions": "/completions", "moderations": "/moderations"}
@@ -53,15 +55,15 @@ class OpenAIProvider:
         base = base_url.rstrip("/")
         self._urls = {kind: httpx.URL(base + path) for kind, path in _PATHS.items()}
         self._headers = [("content-type", "application/json")]
-        if api_key:
-            self._headers.append(("authorization", f"Bearer {api_key}"))
+        if api_key and api_key.strip():
+            self._headers.append(("authorization", f"Bearer {api_key.strip()}"))
         self._timeout = {
             "connect": min(timeout_s, 30.0),
             "read": timeout_s,
             "write": timeout_s,
             "pool": timeout_s,
         }
-        self._secret = api_key or ""
+        self._scrub = Scrubber(api_key)
 
     async def _post(self, url: httpx.URL, content: bytes) -> httpx.Response:
         request = httpx.Request(
@@ -74,6 +76,13 @@ class OpenAIProvider:
         return await self._transport.handle_async_request(request)
 
     async def complete(self, request: Request) -> Completion:
+        """One attempt; what it returns or raises is scrubbed."""
+        try:
+            return self._scrub.completion(await self._attempt(request))
+        except ProviderError as exc:
+            raise self._scrub.error(exc) from None
+
+    async def _attempt(self, request: Request) -> Completion:
         url = self._urls[request.endpoint]
         content = request.wire.encode()
         started = time.perf_counter()
@@ -93,9 +102,9 @@ class OpenAIProvider:
         try:
             payload = json.loads(body)
         except ValueError:
-            snippet = self._clean(body.decode("utf-8", "replace"))[:120]
+            text = body.decode("utf-8", "replace")
             raise ProviderError(
-                "bad_response", f"response is not JSON: {snippet!r}", retryable=True
+                "bad_response", f"response is not JSON: {text}", retryable=True
             ) from None
         return self._parse(payload, request, latency)
 
@@ -127,7 +136,7 @@ class OpenAIProvider:
                 except ValueError:
                     raise ProviderError(
                         "bad_response",
-                        f"stream chunk is not JSON: {self._clean(data)[:80]!r}",
+                        f"stream chunk is not JSON: {data}",
                         retryable=True,
                     ) from None
                 if not isinstance(chunk, dict):
@@ -188,7 +197,8 @@ class OpenAIProvider:
             results = payload.get("results")
             if not isinstance(results, list) or not results or not isinstance(results[0], dict):
                 raise ProviderError("bad_response", "moderation response has no results")
-            return Completion([Choice(0, json.dumps(results[0]), None)], latency_s=latency)
+            result = json.dumps(results[0])  # the scrubber reads it as text
+            return Completion([Choice(0, result, None)], latency_s=latency)
         raw = payload.get("choices")
         if not isinstance(raw, list) or not raw:
             raise ProviderError("bad_response", "response has no choices")
@@ -224,7 +234,7 @@ class OpenAIProvider:
         )
 
     def _http_error(self, status: int, body: bytes, headers: httpx.Headers) -> ProviderError:
-        message, code = _error_detail(self._clean(body.decode("utf-8", "replace")))
+        message, code = _error_detail(body.decode("utf-8", "replace"))
         text = f"HTTP {status}: {message}" if message else f"HTTP {status}"
         if status == 429 and code == "insufficient_quota":
             return ProviderError("insufficient_quota", text, status=status)
@@ -243,13 +253,9 @@ class OpenAIProvider:
         cause = exc.__cause__ or exc
         name = type(cause).__name__
         if isinstance(cause, TimeoutError) or "Timeout" in name:
-            return ProviderError("timeout", self._clean(f"timed out ({name})"), retryable=True)
+            return ProviderError("timeout", f"timed out ({name})", retryable=True)
         what = f"connection failed: {name}: {cause}".rstrip(": ")
-        return ProviderError("connection", self._clean(what), retryable=True)
-
-    def _clean(self, text: str) -> str:
-        """Never let the API key reach a record, a log or a report."""
-        return text.replace(self._secret, "[redacted]") if self._secret else text
+        return ProviderError("connection", what, retryable=True)
 
 
 def _tool_calls(message: dict[str, Any]) -> list[dict[str, str]] | None:
@@ -318,12 +324,12 @@ def _error_detail(body: str) -> tuple[str, str | None]:
     try:
         payload = json.loads(body)
     except ValueError:
-        return body[:200].strip(), None
+        return body.strip(), None
     error = payload.get("error") if isinstance(payload, dict) else None
     if isinstance(error, dict):
         code = error.get("code") or error.get("type")
         return str(error.get("message") or ""), str(code) if code else None
-    return str(payload)[:200], None
+    return body.strip(), None
 
 
 def _index(value: Any, default: int) -> int:
