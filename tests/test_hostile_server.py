@@ -11,6 +11,7 @@ than block (a generous subprocess timeout, never a timing assertion), `run_suite
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import subprocess
 import sys
@@ -334,6 +335,72 @@ def test_an_unusable_base_url_exits_2_and_no_credential_is_stored(
     assert server.bodies == [] and not (tmp_path / "runs").exists()
 
 
+# ---------------------------------------------------------------- 10. time
+
+
+def drip(first: bytes, then: bytes, every_s: float) -> Handler:
+    """Sends `first`, then `then` every `every_s` seconds, never finishing the answer."""
+    return streamed([first, *[then] * int(SERVE_AT_MOST_S / every_s)], pause_s=every_s)
+
+
+@pytest.mark.parametrize(
+    ("params", "handler"),
+    [
+        ("{max_tokens: 8}", drip(b'{"choices": [', b" ", 0.5)),
+        ("{max_tokens: 8, stream: true}", drip(b"", b": keep-alive\n\n", 0.2)),
+        ("{max_tokens: 8, stream: true}", drip(b"", b"d", 0.5)),
+    ],
+    ids=["drip-fed-json", "keep-alive-comments", "drip-fed-stream-line"],
+)
+def test_a_server_that_never_finishes_cannot_outlast_the_timeout(
+    server: Hostile, tmp_path: Path, write: Write, params: str, handler: Handler
+) -> None:
+    server.handler = handler
+    suite(write, params=params)
+    args = ("run", "s.yaml", "--out", "runs", "--timeout", "2", "--max-retries", "2")
+    result = cli(tmp_path, *args, env=cli_env(server.url, KEY), timeout=60)
+    assert result.returncode == 3, result.stderr  # every request failed
+    (row,) = entries(run_dir_of(result, tmp_path))
+    assert (row["error_type"], row["attempts"]) == ("timeout", 2)
+    assert "--timeout" in row["error"]
+
+
+# ---------------------------------------------------------------- 11. size
+
+HUGE = 32 << 20  # far past the cap for max_tokens 8, and still quick to make
+
+
+def huge_answer(size: int) -> bytes:
+    return json.dumps(chat("A" * size)).encode()
+
+
+def gzip_bomb() -> Handler:
+    return raw(gzip.compress(huge_answer(HUGE), 1), **{"Content-Encoding": "gzip"})
+
+
+@pytest.mark.parametrize(
+    ("params", "make_handler"),
+    [
+        ("{max_tokens: 8}", gzip_bomb),
+        ("{max_tokens: 8}", lambda: raw(huge_answer(4 << 20))),
+        ("{max_tokens: 8, stream: true}", lambda: streamed(sse(*[delta("B" * 4096)] * 1024))),
+        ("{max_tokens: 8, stream: true}", lambda: streamed([b"data: " + b"C" * (4 << 20)])),
+    ],
+    ids=["gzip-bomb", "plain", "stream", "endless-stream-line"],
+)
+def test_a_body_past_the_cap_is_an_error_row_not_an_answer(
+    server: Hostile, tmp_path: Path, write: Write, params: str, make_handler: Callable[[], Handler]
+) -> None:
+    server.handler = make_handler()
+    result = run(suite(write, params=params), server)
+    (row,) = entries(result.run_dir)
+    assert row["error_type"] == "response_too_large"
+    assert "max_tokens" in row["error"]
+    journal = result.run_dir / "journal.jsonl"
+    assert journal.stat().st_size < 64 << 10  # the answer was stored nowhere
+    assert result.frame["error_type"].tolist() == ["response_too_large"]
+
+
 # ---------------------------------------------------------------- 12. lone surrogates
 
 LONE = json.dumps("smile \ud83d")  # what a server sends when a token splits an emoji
@@ -379,6 +446,23 @@ def test_lone_surrogates_are_normalised_so_run_load_report_and_cache_work(
     assert all(p.stat().st_size for p in write_reports(second.run_dir))
 
 
+# ---------------------------------------------------------------- waits the server asks for
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"retry-after": "1e400"},
+        {"retry-after-ms": "99999999999"},
+        {"retry-after": "Fri, 31 Dec 9999 23:59:59 GMT"},
+        {"x-ratelimit-reset-requests": "99999h"},
+    ],
+)
+def test_a_wait_the_server_asks_for_is_capped(headers: dict[str, str]) -> None:
+    # a 429's hint pauses the whole model: uncapped, one header would stop the run forever
+    assert retry_after(headers) == MAX_HINT_S
+
+
 # ---------------------------------------------------------------- 15. control characters
 
 
@@ -397,18 +481,63 @@ def test_control_characters_in_server_messages_never_reach_the_terminal(
         assert not bad, text
 
 
-# ---------------------------------------------------------------- waits the server asks for
+# ---------------------------------------------------------------- malformed answers, a row each
+
+CORRUPT_GZIP = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff" + b"\xff" * 20  # an invalid block
+DEEP_LOGPROBS = '"logprobs": ' + "[" * 900 + "]" * 900 + ', "finish_reason"'
 
 
 @pytest.mark.parametrize(
-    "headers",
+    ("params", "handler", "error_type"),
     [
-        {"retry-after": "1e400"},
-        {"retry-after-ms": "99999999999"},
-        {"retry-after": "Fri, 31 Dec 9999 23:59:59 GMT"},
-        {"x-ratelimit-reset-requests": "99999h"},
+        ("{max_tokens: 8}", raw(b"[" * 100_000), "bad_response"),
+        (
+            "{max_tokens: 8}",
+            raw(json.dumps(chat("x")).replace('"finish_reason"', DEEP_LOGPROBS).encode()),
+            "bad_response",
+        ),
+        ("{max_tokens: 8}", reply(chat("x", tool_calls=7)), None),
+        ("{max_tokens: 8}", reply(chat("x", tool_calls=[{"function": "f"}])), None),
+        (
+            "{max_tokens: 8}",
+            raw(CORRUPT_GZIP, **{"Content-Encoding": "gzip"}),
+            "bad_response",
+        ),
+        ("{max_tokens: 8, stream: true}", streamed(sse({"choices": {"0": 1}})), "bad_response"),
+        ("{max_tokens: 8, stream: true}", streamed(sse({"choices": ["x"]})), "bad_response"),
+        (
+            "{max_tokens: 8, stream: true}",
+            streamed(sse({"usage": [1], "choices": []}, delta("x", 0, "stop"))),
+            None,
+        ),
+        (
+            "{max_tokens: 8, stream: true}",
+            streamed(sse({"choices": [{"delta": {"tool_calls": 5}, "finish_reason": "stop"}]})),
+            None,
+        ),
+    ],
+    ids=[
+        "nested-body",
+        "nested-logprobs",
+        "tool-calls-int",
+        "function-str",
+        "corrupt-gzip",
+        "choices-dict",
+        "choice-str",
+        "usage-list",
+        "stream-tool-calls-int",
     ],
 )
-def test_a_wait_the_server_asks_for_is_capped(headers: dict[str, str]) -> None:
-    # a 429's hint pauses the whole model: uncapped, one header would stop the run forever
-    assert retry_after(headers) == MAX_HINT_S
+def test_a_malformed_answer_is_a_row_never_a_crash(
+    server: Hostile,
+    tmp_path: Path,
+    write: Write,
+    params: str,
+    handler: Handler,
+    error_type: str | None,
+) -> None:
+    server.handler = handler
+    result = run(suite(write, params=params), server)
+    assert result.status == "complete"
+    (row,) = entries(result.run_dir)
+    assert row.get("error_type") == error_type
