@@ -446,24 +446,89 @@ def test_lone_surrogates_are_normalised_so_run_load_report_and_cache_work(
     assert all(p.stat().st_size for p in write_reports(second.run_dir))
 
 
-# ---------------------------------------------------------------- waits the server asks for
+# ---------------------------------------------------------------- 14. a stream cut short
 
 
 @pytest.mark.parametrize(
-    "headers",
+    ("params", "chunks"),
     [
-        {"retry-after": "1e400"},
-        {"retry-after-ms": "99999999999"},
-        {"retry-after": "Fri, 31 Dec 9999 23:59:59 GMT"},
-        {"x-ratelimit-reset-requests": "99999h"},
+        ("{max_tokens: 8, stream: true}", [delta("Hel"), delta("lo")]),
+        ("{max_tokens: 8, stream: true, n: 2}", [delta("A", 0, "stop"), delta("B", 1)]),
     ],
+    ids=["one-choice", "second-of-two"],
 )
-def test_a_wait_the_server_asks_for_is_capped(headers: dict[str, str]) -> None:
-    # a 429's hint pauses the whole model: uncapped, one header would stop the run forever
-    assert retry_after(headers) == MAX_HINT_S
+def test_a_stream_ending_before_a_finish_reason_is_retried_then_an_error_row(
+    server: Hostile, tmp_path: Path, write: Write, params: str, chunks: list[Any]
+) -> None:
+    server.handler = streamed(sse(*chunks))
+    result = run(suite(write, params=params), server, retries=2)
+    (row,) = entries(result.run_dir)
+    assert (row["error_type"], row["attempts"], len(server.bodies)) == ("truncated_stream", 2, 2)
+    assert "finish_reason" in row["error"] and "choices" not in row  # never scored
+    assert not result.frame["passed"].any()
 
 
-# ---------------------------------------------------------------- 15. control characters
+# ---------------------------------------------------------------- 15. server-shaped rows
+
+
+def choices(*indices: int) -> dict[str, Any]:
+    return {
+        "choices": [
+            {"index": i, "message": {"content": f"answer {i}"}, "finish_reason": "stop"}
+            for i in indices
+        ]
+    }
+
+
+@pytest.mark.parametrize(
+    ("params", "handler"),
+    [
+        ("{max_tokens: 8, n: 2}", reply(choices(0, 0))),
+        ("{max_tokens: 8, n: 2}", reply(choices(0, 2))),
+        ("{max_tokens: 8}", reply(choices(-1))),
+        ("{max_tokens: 8, stream: true}", streamed(sse(delta("x", 1, "stop")))),
+    ],
+    ids=["duplicate", "out-of-range", "negative", "stream-out-of-range"],
+)
+def test_a_duplicate_or_out_of_range_choice_index_is_an_error_row(
+    server: Hostile, tmp_path: Path, write: Write, params: str, handler: Handler
+) -> None:
+    server.handler = handler
+    result = run(suite(write, params=params), server)
+    (row,) = entries(result.run_dir)
+    assert row["error_type"] == "bad_response" and "index" in row["error"]
+
+
+CRASHED = "upstream model crashed (id 7)"
+
+
+@pytest.mark.parametrize(
+    ("params", "handler"),
+    [
+        ("{max_tokens: 8}", reply({"error": {"message": CRASHED, "code": 500}})),
+        ("{max_tokens: 8}", reply({"object": "error", "message": CRASHED, "code": 500})),
+        ("{max_tokens: 8, stream: true}", streamed(sse({"error": {"message": CRASHED}}))),
+    ],
+    ids=["plain", "vllm-shape", "stream"],
+)
+def test_a_200_carrying_an_error_keeps_the_servers_message(
+    server: Hostile, tmp_path: Path, write: Write, params: str, handler: Handler
+) -> None:
+    server.handler = handler
+    result = run(suite(write, params=params), server)
+    (row,) = entries(result.run_dir)
+    assert CRASHED in row["error"]
+
+
+def test_a_server_that_ignores_stream_true_is_accepted(
+    server: Hostile, tmp_path: Path, write: Write
+) -> None:
+    server.handler = reply(chat("a plain answer"))
+    result = run(suite(write, params="{max_tokens: 8, stream: true}"), server)
+    (row,) = entries(result.run_dir)
+    assert row.get("error_type") is None
+    assert row["choices"][0]["text"] == "a plain answer"
+    assert server.bodies[0]["stream"] is True
 
 
 def test_control_characters_in_server_messages_never_reach_the_terminal(
@@ -541,3 +606,20 @@ def test_a_malformed_answer_is_a_row_never_a_crash(
     assert result.status == "complete"
     (row,) = entries(result.run_dir)
     assert row.get("error_type") == error_type
+
+
+# ---------------------------------------------------------------- waits the server asks for
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"retry-after": "1e400"},
+        {"retry-after-ms": "99999999999"},
+        {"retry-after": "Fri, 31 Dec 9999 23:59:59 GMT"},
+        {"x-ratelimit-reset-requests": "99999h"},
+    ],
+)
+def test_a_wait_the_server_asks_for_is_capped(headers: dict[str, str]) -> None:
+    # a 429's hint pauses the whole model: uncapped, one header would stop the run forever
+    assert retry_after(headers) == MAX_HINT_S

@@ -8,8 +8,10 @@ choices is an error).
 
 The server is not trusted. One attempt is bounded in time (`--timeout`, all of it: a drip
 fed body or a stream of keep-alive comments cannot outlast it) and in size (`body_cap`, of
-the decoded body); and every string an attempt returns or raises goes through one
-`Scrubber` (valid Unicode, no API key, no control characters in messages).
+the decoded body); an answer that would make a wrong row (a duplicate or out-of-range
+choice index, a streamed choice that never finished) is an error; and every string an
+attempt returns or raises goes through one `Scrubber` (valid Unicode, no API key, no control
+characters in messages).
 """
 
 from __future__ import annotations
@@ -124,11 +126,13 @@ class OpenAIProvider:
 
 
 async def _read(response: httpx.Response, request: Request, started: float) -> Completion:
-    """The answer in `response`: an error status, a stream, or a JSON body."""
+    """The answer in `response`: an error status, a stream, or a JSON body (also when the
+    server ignored `stream: true`)."""
     if response.status_code != 200:
         body = await _body(response, ERROR_BODY_BYTES, request, cut=True)
         raise _http_error(response.status_code, body, response.headers)
-    if request.body.get("stream"):
+    is_json = "json" in response.headers.get("content-type", "")
+    if request.body.get("stream") and not is_json:
         return await _stream(response, request, started)
     payload = _json(await _body(response, body_cap(request), request), "response")
     return _parse(payload, request, time.perf_counter() - started)
@@ -207,6 +211,9 @@ class _Streamed:
     def add(self, chunk: Any) -> None:
         if not isinstance(chunk, dict):
             return
+        error = _error_in(chunk)
+        if error is not None:
+            raise error
         self.fingerprint = _str(chunk.get("system_fingerprint")) or self.fingerprint
         self.usage = _dict(chunk.get("usage")) or self.usage
         for choice in _list(chunk.get("choices")):
@@ -233,15 +240,23 @@ class _Streamed:
             self.ttft = time.perf_counter() - self.started
 
     def completion(self) -> Completion:
-        """The answer, once the stream said [DONE]."""
+        """The answer, once the stream said [DONE]: every choice must have finished."""
         if not self.texts:
             raise ProviderError("bad_response", "the stream carried no choices")
         indices = sorted(self.texts)
+        _check_indices(indices, self.request)
+        unfinished = [i for i in indices if i not in self.finish]
+        if unfinished:  # a server that cut the stream short (e.g. to serve another request)
+            raise ProviderError(
+                "truncated_stream",
+                f"the stream ended before choice {unfinished[0]} finished (no finish_reason)",
+                retryable=True,
+            )
         choices = [
             Choice(
                 i,
                 "".join(self.texts[i]),
-                self.finish.get(i),
+                self.finish[i],
                 self.logprobs.get(i),
                 self.calls[i].result() if i in self.calls else None,
             )
@@ -260,6 +275,9 @@ class _Streamed:
 def _parse(payload: Any, request: Request, latency: float) -> Completion:
     if not isinstance(payload, dict):
         raise ProviderError("bad_response", "response is not a JSON object")
+    error = _error_in(payload)
+    if error is not None:
+        raise error
     if request.endpoint == "moderations":
         results = payload.get("results")
         if not isinstance(results, list) or not results or not isinstance(results[0], dict):
@@ -289,6 +307,7 @@ def _parse(payload: Any, request: Request, latency: float) -> Completion:
                 calls,
             )
         )
+    _check_indices([c.index for c in choices], request)
     usage = _dict(payload.get("usage"))
     return Completion(
         choices,
@@ -299,12 +318,37 @@ def _parse(payload: Any, request: Request, latency: float) -> Completion:
     )
 
 
+def _check_indices(indices: list[int], request: Request) -> None:
+    """Each choice is one row numbered by its index: two alike, or one past `n`, would
+    silently drop or renumber a row."""
+    n = max(1, request.choices)
+    if len(set(indices)) != len(indices):
+        twice = next(i for i in indices if indices.count(i) > 1)
+        raise ProviderError("bad_response", f"two choices have the same index {twice}")
+    for index in indices:
+        if not 0 <= index < n:
+            raise ProviderError("bad_response", f"choice index {index} is out of range for n {n}")
+
+
 def _json(body: bytes, what: str) -> Any:
     text = body.decode("utf-8", "replace")
     try:
         return json.loads(text)
     except (ValueError, RecursionError):
         raise ProviderError("bad_response", f"{what} is not JSON: {text}", retryable=True) from None
+
+
+def _error_in(payload: dict[str, Any]) -> ProviderError | None:
+    """An error sent with status 200 (by a proxy, or by vLLM), with the server's message;
+    retried like a 5xx."""
+    error = payload if payload.get("object") == "error" else payload.get("error")
+    if isinstance(error, dict):
+        error = error.get("message") or json.dumps(error)
+    if not error:
+        return None
+    return ProviderError(
+        "server_error", f"HTTP 200 with an error: {error}", retryable=True, status=200
+    )
 
 
 def _http_error(status: int, body: bytes, headers: httpx.Headers) -> ProviderError:
