@@ -7,7 +7,9 @@ split across stream chunks is seen joined there.
   or replaced by U+FFFD: the text must be valid Unicode for the journal, Parquet and HTML.
 - The API key becomes `[redacted]`: as configured, stripped of surrounding whitespace (what
   a server saw), and JSON-escaped (inside a text that is itself JSON, such as tool-call
-  arguments). Strings are redacted after decoding, whatever escapes the server used.
+  arguments). Strings are redacted after decoding, whatever escapes the server used. A key
+  shorter than `MIN_SECRET_CHARS` is a placeholder (`x`, `EMPTY`) for a server that wants
+  none: redacting it would rewrite answers.
 - An error message is also un-escaped (a body that failed to parse may still spell the key
   in JSON escapes), cut to `MAX_MESSAGE_CHARS` after redaction, and rid of control
   characters, which would otherwise reach the terminal raw.
@@ -22,6 +24,7 @@ from typing import Any
 from evalkit.providers import Completion, ProviderError
 
 REDACTED = "[redacted]"
+MIN_SECRET_CHARS = 8
 MAX_MESSAGE_CHARS = 500
 MAX_DEPTH = 32  # of a JSON value kept from an answer (logprobs): real ones nest 5 deep
 
@@ -47,8 +50,9 @@ class Scrubber:
 
     def __init__(self, api_key: str | None) -> None:
         forms: set[str] = set()
-        for key in filter(None, {api_key, api_key.strip()} if api_key else set()):
-            forms |= {key, json.dumps(key)[1:-1], json.dumps(key, ensure_ascii=False)[1:-1]}
+        for key in {api_key, api_key.strip()} if api_key else set():
+            if len(key.strip()) >= MIN_SECRET_CHARS:
+                forms |= {key, json.dumps(key)[1:-1], json.dumps(key, ensure_ascii=False)[1:-1]}
         self._secrets = sorted(forms, key=len, reverse=True)  # a longer form first
 
     def completion(self, completion: Completion) -> Completion:
