@@ -1,7 +1,8 @@
 """What is retried, and how long to wait: the server's hint first, else exponential + jitter.
 
 Retried: 429 (not `insufficient_quota`), 500/502/503/504, timeouts, dropped connections,
-truncated or garbled responses. Not retried: other 4xx. Each wait is capped at 60 s.
+truncated or garbled responses. Not retried: other 4xx. Each wait is capped at 60 s; a
+server's hint, which also pauses the model after a 429, at 10 minutes.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tenacity import (
 from evalkit.providers import ProviderError
 
 MAX_WAIT_S = 60.0
+MAX_HINT_S = 600.0  # per-minute limits reset well within it; a longer hint would stall the run
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
@@ -42,11 +44,18 @@ def parse_duration(text: str) -> float | None:
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
-    """How long the server asked us to wait, in seconds, or None if it did not say.
+    """How long the server asked us to wait, in seconds (at most `MAX_HINT_S`), or None if it
+    did not say.
 
     `retry-after-ms` is the most precise, then `retry-after` (seconds or an HTTP date), then
-    the later of `x-ratelimit-reset-requests` / `-tokens`.
+    the later of `x-ratelimit-reset-requests` / `-tokens`. Capped where it is read: a 429's
+    hint pauses the whole model, and a hint of a day (or of `1e400` s) would stall the run.
     """
+    hint = _asked_wait(headers)
+    return None if hint is None else min(hint, MAX_HINT_S)
+
+
+def _asked_wait(headers: Mapping[str, str]) -> float | None:
     ms = headers.get("retry-after-ms")
     if ms is not None:
         try:
@@ -61,7 +70,7 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
         try:
             when = email.utils.parsedate_to_datetime(after)
             return max(0.0, when.timestamp() - time.time())
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             pass
     resets = [
         parse_duration(headers[name])

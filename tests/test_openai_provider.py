@@ -253,7 +253,8 @@ def test_completions_choices_keep_order_index_and_logprobs() -> None:
         ],
         "usage": {"prompt_tokens": 3, "completion_tokens": 2},
     }
-    done = mock_complete(answer(payload), request("completions"))
+    req = request("completions", model="gpt-3.5-turbo-instruct", prompt="hi", n=3)
+    done = mock_complete(answer(payload), req)
     assert [(c.index, c.text, c.finish_reason) for c in done.choices] == [
         (0, " a", "stop"),
         (1, " b", "length"),
@@ -303,7 +304,7 @@ def test_null_choice_index_is_tolerated_or_a_provider_error() -> None:
 
 
 def test_null_choice_index_in_a_stream_is_tolerated_or_a_provider_error() -> None:
-    body = sse({"choices": [{"index": None, "delta": {"content": "x"}}]})
+    body = sse({"choices": [{"index": None, "delta": {"content": "x"}, "finish_reason": "stop"}]})
     req = request(model="m", messages=[{"role": "user", "content": "hi"}], stream=True)
     try:
         done = mock_complete(raw(body), req)
@@ -326,7 +327,7 @@ def test_stream_is_assembled_per_choice_ignoring_comments_and_empty_chunks() -> 
         [1, 2],
         {"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 3}},
     ).replace(b"data: [1, 2]", b"data:[1, 2]")
-    req = request(model="m", messages=[{"role": "user", "content": "hi"}], stream=True)
+    req = request(model="m", messages=[{"role": "user", "content": "hi"}], stream=True, n=2)
     done = mock_complete(raw(body, **{"content-type": "text/event-stream"}), req)
     assert [(c.index, c.text, c.finish_reason) for c in done.choices] == [
         (0, "Hello", "stop"),
