@@ -18,7 +18,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from evalkit.checkspec import Check
+from evalkit.checkspec import Check, offline_registry
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +97,7 @@ def regex(arg: str, output: str, record: Record) -> Verdict:
 def is_json(arg: Any, output: str, record: Record) -> Verdict:
     try:
         json.loads(output)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # too deep a nesting is not JSON either
         return Verdict(False, 0.0, f"not JSON: {exc}")
     return Verdict(True, 1.0, "")
 
@@ -106,7 +106,7 @@ def json_schema(arg: dict[str, Any], output: str, record: Record) -> Verdict:
 
     try:
         value = json.loads(output)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         return Verdict(False, 0.0, f"not JSON: {exc}")
     error = _schema_error(arg, value)
     return Verdict(True, 1.0, "") if error is None else Verdict(False, 0.0, f"schema: {error}")
@@ -114,9 +114,10 @@ def json_schema(arg: dict[str, Any], output: str, record: Record) -> Verdict:
 
 @cache
 def _validator(schema_json: str) -> Any:
+    """A validator that never fetches a `$ref`."""
     import jsonschema
 
-    return jsonschema.Draft202012Validator(json.loads(schema_json))
+    return jsonschema.Draft202012Validator(json.loads(schema_json), registry=offline_registry())
 
 
 _PATH_PART = re.compile(r"\.([A-Za-z_][\w-]*)|\[(\d+)\]|\[['\"]([^'\"]+)['\"]\]")
@@ -126,7 +127,7 @@ def json_path(arg: dict[str, Any], output: str, record: Record) -> Verdict:
     """A simple path (`$.a.b[0]`, `$['key']`) into the output's JSON equals a value."""
     try:
         value: Any = json.loads(output)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         return Verdict(False, 0.0, f"not JSON: {exc}")
     path = str(arg["path"])
     rest = path[1:] if path.startswith("$") else "." + path.lstrip(".")
@@ -191,7 +192,7 @@ def tool_call(arg: Any, output: str, record: Record) -> Verdict:
     for call in matching:
         try:
             parsed = json.loads(call.get("arguments") or "")
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             reasons.append(f"arguments are not JSON ({exc})")
             continue
         wanted: dict[str, Any] = spec.get("arguments") or {}
@@ -225,7 +226,7 @@ def tool_args_valid(arg: Any, output: str, record: Record) -> Verdict:
             return Verdict(False, 0.0, f"called {name!r}, which is not a declared tool")
         try:
             parsed = json.loads(call.get("arguments") or "")
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             return Verdict(False, 0.0, f"{name}: arguments are not JSON ({exc})")
         schema = declared[name]
         error = _schema_error(schema, parsed) if schema else None
@@ -236,8 +237,15 @@ def tool_args_valid(arg: Any, output: str, record: Record) -> Verdict:
 
 def _schema_error(schema: dict[str, Any], value: Any) -> str | None:
     import jsonschema
+    from referencing.exceptions import Unresolvable
 
-    error = jsonschema.exceptions.best_match(_validator(json.dumps(schema)).iter_errors(value))
+    try:
+        found = _validator(json.dumps(schema)).iter_errors(value)
+        error = jsonschema.exceptions.best_match(found)
+    except Unresolvable as exc:  # only a schema that skipped validation can get here
+        return f"$ref {str(exc)[:100]!r} does not resolve within the schema (nothing is fetched)"
+    except RecursionError:
+        return "the value is nested too deeply to validate"
     if error is None:
         return None
     where = "/".join(str(p) for p in error.absolute_path) or "(root)"

@@ -8,6 +8,7 @@ does with an output lives in `checks.py`.
 from __future__ import annotations
 
 import re
+from functools import cache
 from typing import Any, Literal
 
 from pydantic import (
@@ -232,7 +233,8 @@ def compile_regex(pattern: str) -> re.Pattern[str]:
 
 
 def check_json_schema(schema: dict[str, Any], what: str = "json_schema") -> None:
-    """A validation error unless `schema` is a valid JSON Schema (draft 2020-12)."""
+    """A validation error unless `schema` is a valid JSON Schema (draft 2020-12) whose every
+    `$ref` resolves within itself (or to a draft's meta-schema): nothing is ever fetched."""
     import jsonschema
 
     try:
@@ -241,3 +243,46 @@ def check_json_schema(schema: dict[str, Any], what: str = "json_schema") -> None
         raise PydanticCustomError(
             "json_schema", "{what}: not a valid JSON Schema: {e}", {"what": what, "e": exc.message}
         ) from None
+    ref = unresolvable_ref(schema)
+    if ref is not None:
+        raise PydanticCustomError(
+            "json_schema",
+            "{what}: $ref '{ref}' does not resolve within the schema (evalkit never fetches a "
+            "schema from the network or disk: put definitions under $defs)",
+            {"what": what, "ref": ref},
+        )
+
+
+def unresolvable_ref(schema: dict[str, Any]) -> str | None:
+    """The first `$ref` / `$dynamicRef` of `schema` that does not resolve offline, if any."""
+    from referencing.exceptions import Unresolvable
+    from referencing.jsonschema import DRAFT202012
+
+    root = DRAFT202012.create_resource(schema)
+    stack = [(root, offline_registry().resolver_with_root(root))]
+    while stack:  # a stack, not recursion: a deeply nested schema cannot overflow it
+        resource, resolver = stack.pop()
+        contents = resource.contents
+        if isinstance(contents, dict):
+            for key in ("$ref", "$dynamicRef"):
+                ref = contents.get(key)
+                if isinstance(ref, str):
+                    try:
+                        resolver.lookup(ref)
+                    except Unresolvable:
+                        return ref
+        stack += [(sub, resolver.in_subresource(sub)) for sub in resource.subresources()]
+    return None
+
+
+@cache
+def offline_registry() -> Any:
+    """The draft meta-schemas, and a `retrieve` that refuses every other URI (http, file...)."""
+    from jsonschema_specifications import REGISTRY
+    from referencing import Registry
+    from referencing.exceptions import NoSuchResource
+
+    def refuse(uri: str) -> Any:
+        raise NoSuchResource(uri)
+
+    return REGISTRY.combine(Registry(retrieve=refuse))  # type: ignore[call-arg]  # attrs alias
