@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import http.server
 import json
+import math
+import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from evalkit import RunSettings, SuiteError, load_run, load_suite
+from evalkit import RunSettings, SuiteError, load_run, load_suite, run_suite
 from evalkit.checks import evaluate
 from evalkit.checkspec import Check
 from tests.conftest import cli_env
@@ -179,3 +182,300 @@ def test_json_nested_too_deeply_is_a_failed_check_not_a_crash() -> None:
     recursive = Check.model_validate({"json_schema": {"items": {"$ref": "#"}}})
     verdict = evaluate(recursive, json.dumps(nested), {})
     assert not verdict.passed and "nested too deeply" in verdict.reason
+
+
+# ---------------------------------------------------------------- 4. a check cannot end the run
+
+
+def test_a_python_check_cannot_end_the_process(
+    openai: FakeOpenAI, tmp_path: Path, write: Write
+) -> None:
+    write(
+        "grading.py",
+        """
+        import argparse, sys
+
+        def exits(output, record):
+            sys.exit(0)
+
+        def interrupts(output, record):
+            raise KeyboardInterrupt
+
+        def closes(output, record):
+            raise GeneratorExit
+
+        def parses(output, record):
+            argparse.ArgumentParser().parse_args(["--no-such-option"])
+        """,
+    )
+    write("leaves.py", "import sys\nsys.exit(0)\n")
+    checks = ["grading:exits", "grading:interrupts", "grading:closes", "grading:parses"]
+    write(
+        "s.yaml",
+        HEAD
+        + "checks:\n"
+        + "".join(f"  - python: {ref}\n" for ref in [*checks, "leaves:f"])
+        + _cases("one", "two"),
+    )
+    out, err = _finish(_start(tmp_path, openai))
+    assert "2 sample(s) failed their checks" in out, err
+    assert _manifest(tmp_path)["status"] == "complete"
+    for reasons in _reasons(tmp_path):
+        assert reasons["python"] == "python grading:exits: SystemExit: 0"
+        assert reasons["python#2"] == "python grading:interrupts: KeyboardInterrupt"
+        assert reasons["python#3"] == "python grading:closes: GeneratorExit"
+        assert reasons["python#4"] == "python grading:parses: SystemExit: 2"
+        assert reasons["python#5"] == "python leaves:f: SystemExit: 0"
+
+
+# ---------------------------------------------------------------- 5. what a python check returns
+
+
+def test_python_check_answers_are_read_by_a_strict_contract(
+    openai: FakeOpenAI, tmp_path: Path, write: Write
+) -> None:
+    write(
+        "grading.py",
+        """
+        import numpy
+
+        def nan(output, record): return float("nan")
+        def inf(output, record): return float("inf")
+        def nan_score(output, record): return {"pass": True, "score": float("nan")}
+        def big_score(output, record): return {"pass": True, "score": 5}
+        def text_pass(output, record): return {"pass": "no"}
+        def float_pair(output, record): return (0.3, "why")
+        def text(output, record): return "0.9"
+        def nothing(output, record): return None
+        def numpy_bool(output, record): return numpy.True_
+        def numpy_float(output, record): return numpy.float32(0.25)
+        def dict_ok(output, record): return {"pass": False, "score": 0.4, "reason": 7}
+        """,
+    )
+    names = [
+        "nan",
+        "inf",
+        "nan_score",
+        "big_score",
+        "text_pass",
+        "float_pair",
+        "text",
+        "nothing",
+        "numpy_bool",
+        "numpy_float",
+        "dict_ok",
+    ]
+    checks = "".join(f"  - {{python: 'grading:{n}', name: {n}}}\n" for n in names)
+    suite = load_suite(write("s.yaml", HEAD + "checks:\n" + checks + _cases("x")))
+    result = run_suite(suite, _settings(tmp_path))
+    row = load_run(result.run_dir).iloc[0]
+    got = {n: (bool(row[f"check.{n}"]), float(row[f"check.{n}.score"])) for n in names}
+    assert got == {
+        "nan": (False, 0.0),
+        "inf": (False, 0.0),
+        "nan_score": (False, 0.0),
+        "big_score": (True, 1.0),  # clamped to 0..1, like a bare number
+        "text_pass": (False, 0.0),
+        "float_pair": (False, 0.0),
+        "text": (False, 0.0),
+        "nothing": (False, 0.0),
+        "numpy_bool": (True, 1.0),
+        "numpy_float": (False, 0.25),
+        "dict_ok": (False, 0.4),
+    }
+    reasons = json.loads(row["check_reasons"])
+    assert (
+        reasons["nan"] == "python grading:nan: ValueError: returned nan; expected a finite number"
+    )
+    assert (
+        reasons["inf"] == "python grading:inf: ValueError: returned inf; expected a finite number"
+    )
+    assert "'pass' is str; expected a bool" in reasons["text_pass"]
+    assert "returned (float, ...); the first must be a bool" in reasons["float_pair"]
+    assert "returned NoneType; expected a bool" in reasons["nothing"]
+    assert reasons["dict_ok"] == "7"
+    assert 0.0 <= row["score"] <= 1.0 and not math.isnan(row["score"])
+
+
+def test_a_python_module_is_loaded_once_per_run(
+    openai: FakeOpenAI, tmp_path: Path, write: Write
+) -> None:
+    write(
+        "grading.py",
+        """
+        from pathlib import Path
+
+        with open(Path(__file__).with_name("loads.txt"), "a") as log:
+            log.write("loaded\\n")
+
+        def short(output, record): return len(output) < 10
+        def lower(output, record): return output.islower()
+        """,
+    )
+    checks = "checks: [{python: 'grading:short'}, {python: 'grading:lower'}]\n"
+    suite = load_suite(write("s.yaml", HEAD + checks + _cases("a", "b", "c")))
+    result = run_suite(suite, _settings(tmp_path))
+    assert result.exit_code == 0
+    assert (tmp_path / "loads.txt").read_text() == "loaded\n"
+    run_suite(suite, _settings(tmp_path, out=tmp_path / "again"))
+    assert (tmp_path / "loads.txt").read_text() == "loaded\n" * 2  # once per run, not per process
+
+
+def test_a_module_that_fails_to_load_is_not_loaded_again(
+    openai: FakeOpenAI, tmp_path: Path, write: Write
+) -> None:
+    write(
+        "broken.py",
+        """
+        from pathlib import Path
+
+        with open(Path(__file__).with_name("loads.txt"), "a") as log:
+            log.write("loaded\\n")
+        raise ValueError("no grader today")
+        """,
+    )
+    checks = "checks: [{python: 'broken:a'}, {python: 'broken:b'}]\n"
+    suite = load_suite(write("s.yaml", HEAD + checks + _cases("a", "b", "c")))
+    result = run_suite(suite, _settings(tmp_path))
+    assert result.exit_code == 1 and result.failed_samples == 3
+    assert (tmp_path / "loads.txt").read_text() == "loaded\n"
+    frame = load_run(result.run_dir)
+    for reasons in frame["check_reasons"]:
+        assert json.loads(reasons) == {
+            "python": "python broken:a: ValueError: no grader today",
+            "python#2": "python broken:b: ValueError: no grader today",
+        }
+
+
+# ---------------------------------------------------------------- 16. checks run off the loop
+
+
+def test_checks_run_off_the_event_loop(openai: FakeOpenAI, tmp_path: Path, write: Write) -> None:
+    write(
+        "grading.py",
+        """
+        import threading
+
+        def off_loop(output, record):
+            return threading.current_thread() is not threading.main_thread()
+        """,
+    )
+    checks = "checks: [{python: 'grading:off_loop'}]\n"
+    result = run_suite(
+        load_suite(write("s.yaml", HEAD + checks + _cases("a"))), _settings(tmp_path)
+    )
+    assert result.exit_code == 0, load_run(result.run_dir)["check_reasons"].tolist()
+
+
+def test_a_slow_check_does_not_delay_other_answers(
+    openai: FakeOpenAI, tmp_path: Path, write: Write
+) -> None:
+    write(
+        "grading.py",
+        "import time\n\ndef slow(output, record):\n    time.sleep(0.5)\n    return True\n",
+    )
+    checks = "checks: [{python: 'grading:slow'}]\n"
+    suite = load_suite(write("s.yaml", HEAD + checks + _cases(*"abcdefgh")))
+    result = run_suite(suite, _settings(tmp_path, concurrency=8))
+    assert result.exit_code == 0
+    # an answer read while the loop sat in someone's check would have waited for it
+    assert load_run(result.run_dir)["latency_s"].max() < 0.5
+
+
+def test_a_stuck_check_times_out_and_the_run_goes_on(
+    openai: FakeOpenAI, tmp_path: Path, write: Write
+) -> None:
+    write("grading.py", "def spin(output, record):\n    while True:\n        pass\n")
+    write(
+        "s.yaml",
+        HEAD
+        + "checks:\n"
+        + "  - {python: 'grading:spin', timeout_s: 0.5}\n"
+        + "  - {regex: '^(a|aa)+$', timeout_s: 0.5}\n"
+        + "  - {regex: '^(a+)+$', name: nested}\n"  # the classic: `regex` answers it at once
+        + "  - {not: {python: 'grading:spin'}, timeout_s: 0.5, name: negated}\n"
+        + _cases("a" * 60 + "!", "a" * 38 + "!"),
+    )
+    out, err = _finish(_start(tmp_path, openai))
+    assert "2 sample(s) failed their checks" in out, err
+    assert _manifest(tmp_path)["status"] == "complete"
+    for reasons in _reasons(tmp_path):
+        assert reasons["python"] == "timed out after 0.5 s"
+        assert reasons["negated"] == "timed out after 0.5 s"  # a time-out never passes
+        assert reasons["nested"] == "no match for /^(a+)+$/"
+    assert _reasons(tmp_path)[0]["regex"] == "timed out after 0.5 s"
+
+
+def test_a_python_loop_past_its_limit_is_stopped(
+    openai: FakeOpenAI, tmp_path: Path, write: Write
+) -> None:
+    write(
+        "grading.py",
+        """
+        from pathlib import Path
+
+        def spin(output, record):
+            try:
+                while True:
+                    pass
+            finally:
+                Path(__file__).with_name(f"stopped-{record['case_id']}").touch()
+        """,
+    )
+    checks = "checks: [{python: 'grading:spin', timeout_s: 0.3}]\n"
+    suite = load_suite(write("s.yaml", HEAD + checks + _cases(*"abcdefgh")))
+    result = run_suite(suite, _settings(tmp_path, concurrency=8))
+    assert result.failed_samples == 8
+    deadline = time.monotonic() + BOUND_S
+    while len(list(tmp_path.glob("stopped-*"))) < 8 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(list(tmp_path.glob("stopped-*"))) == 8  # no thread is left spinning
+
+
+def test_stuck_checks_past_the_cap_fail_at_once(
+    openai: FakeOpenAI, tmp_path: Path, write: Write
+) -> None:
+    from evalkit.threads import MAX_ABANDONED, THREADS
+
+    write("grading.py", "import time\n\ndef sleep(output, record):\n    time.sleep(3600)\n")
+    checks = "checks: [{python: 'grading:sleep', timeout_s: 0.2}]\n"
+    write("s.yaml", HEAD + checks + _cases(*(f"a{i}" for i in range(40))))
+    out, err = _finish(_start(tmp_path, openai, "-j", "40"))
+    assert "40 sample(s) failed their checks" in out, err
+    reasons = [r["python"] for r in _reasons(tmp_path)]
+    timed_out = reasons.count("timed out after 0.2 s")
+    # each thread still running when the cap is reached may get stuck too, then none
+    assert MAX_ABANDONED <= timed_out <= MAX_ABANDONED + THREADS
+    assert all(r.startswith("not run: ") for r in reasons if r != "timed out after 0.2 s")
+    assert any(r.endswith("checks are still running past their limit") for r in reasons)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("stuck", ["python", "regex"])
+def test_a_signal_stops_a_run_stuck_in_a_check(
+    openai: FakeOpenAI, tmp_path: Path, write: Write, signum: signal.Signals, stuck: str
+) -> None:
+    write(
+        "grading.py",
+        """
+        from pathlib import Path
+
+        def spin(output, record):
+            Path(__file__).with_name("started").touch()
+            while True:
+                pass
+        """,
+    )
+    check = "{python: 'grading:spin'}" if stuck == "python" else "{regex: '^(a|aa)+$'}"
+    write("s.yaml", HEAD + f"checks: [{check}]\n" + _cases("a" * 60 + "!"))
+    process = _start(tmp_path, openai)  # the default time limit is far beyond this test
+    deadline = time.monotonic() + BOUND_S
+    started = (lambda: (tmp_path / "started").exists()) if stuck == "python" else openai.count
+    while not started() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # well inside the check by now
+    process.send_signal(signum)
+    _, err = _finish(process, 30)
+    assert process.returncode == 3, err
+    assert "run interrupted: interrupted by a signal" in err
+    assert _manifest(tmp_path)["status"] == "interrupted"
