@@ -406,6 +406,25 @@ def test_a_stuck_check_times_out_and_the_run_goes_on(
     assert _reasons(tmp_path)[0]["regex"] == "timed out after 0.5 s"
 
 
+@pytest.mark.parametrize(
+    ("check", "error"),
+    [
+        ("{contains: x, timeout_s: 1}", "timeout_s: only json_schema, python, regex, similarity"),
+        ("{not: {equals: x}, timeout_s: 1}", "('equals' is always quick)"),
+        ("{python: 'g:f', timeout_s: 0}", "checks[0].timeout_s: Input should be greater than 0"),
+        (
+            "{regex: a, timeout_s: 7200}",
+            "checks[0].timeout_s: Input should be less than or equal to 3600",
+        ),
+    ],
+)
+def test_a_time_limit_is_checked_where_it_is_written(write: Write, check: str, error: str) -> None:
+    with pytest.raises(SuiteError) as info:
+        load_suite(write("s.yaml", HEAD + f"checks: [{check}]\n" + _cases("x")))
+    (problem,) = info.value.problems
+    assert problem.line == 3 and error in f"{problem.where}: {problem.what}", problem
+
+
 def test_a_python_loop_past_its_limit_is_stopped(
     openai: FakeOpenAI, tmp_path: Path, write: Write
 ) -> None:
