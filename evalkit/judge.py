@@ -22,8 +22,10 @@ SYSTEM = (
     "You grade an AI model's answer against a rubric. Think briefly, then end with one line: "
     "'VERDICT: PASS' if the answer meets the rubric, otherwise 'VERDICT: FAIL'."
 )
-_VERDICT = re.compile(r"verdict\s*[:=]\s*\**\s*(pass|fail)", re.IGNORECASE)
-_SCORE = re.compile(r"score\s*[:=]\s*\**\s*(\d+(?:\.\d+)?)\s*(?:/\s*(\d+))?", re.IGNORECASE)
+# `[\s*]*`, one quantifier, not `\s*\**\s*`: the latter backtracks quadratically (seconds, on
+# the event loop) over a long run of spaces in the judge's answer
+_VERDICT = re.compile(r"verdict\s*[:=][\s*]*(pass|fail)", re.IGNORECASE)
+_SCORE = re.compile(r"score\s*[:=][\s*]*(\d+(?:\.\d+)?)\s*(?:/\s*(\d+))?", re.IGNORECASE)
 
 
 def judge_request(

@@ -498,3 +498,18 @@ def test_a_signal_stops_a_run_stuck_in_a_check(
     assert process.returncode == 3, err
     assert "run interrupted: interrupted by a signal" in err
     assert _manifest(tmp_path)["status"] == "interrupted"
+
+
+# ---------------------------------------------------------------- judge answers
+
+
+def test_a_hostile_judge_answer_is_read_in_bounded_time() -> None:
+    from evalkit.judge import parse_verdict
+
+    for answer in ["VERDICT:" + " " * 50_000 + "maybe", "SCORE:" + " " * 50_000 + "high"]:
+        started = time.monotonic()
+        verdict = parse_verdict(answer)
+        assert time.monotonic() - started < 5  # microseconds now; quadratic backtracking was ~30 s
+        assert not verdict.passed and verdict.reason.startswith("could not read a verdict")
+    assert parse_verdict("Looks fine.\nVERDICT: **PASS**").passed
+    assert parse_verdict("SCORE: 7/10").score == 0.7
