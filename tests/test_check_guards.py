@@ -513,3 +513,14 @@ def test_a_hostile_judge_answer_is_read_in_bounded_time() -> None:
         assert not verdict.passed and verdict.reason.startswith("could not read a verdict")
     assert parse_verdict("Looks fine.\nVERDICT: **PASS**").passed
     assert parse_verdict("SCORE: 7/10").score == 0.7
+
+
+def test_a_malformed_moderation_answer_fails_the_check_even_negated() -> None:
+    from evalkit.checks import negated
+    from evalkit.moderation import parse_result
+
+    negation = Check.model_validate({"not": "moderation"})
+    for answer in ['{"flagged": true, "categories": ["hate"]}', '{"categories": "hate"}', "[]"]:
+        verdict = parse_result(answer, None)
+        assert not verdict.passed and "not a moderation result" in verdict.reason
+        assert not negated(negation, verdict).passed
