@@ -20,8 +20,7 @@ from typing import Any
 
 from evalkit.budget import Budget
 from evalkit.cache import Cache, cache_dir
-from evalkit.checkspec import GRADED_BY_A_MODEL
-from evalkit.dispatch import Dispatcher, grader_model
+from evalkit.dispatch import GRADED_BY_A_MODEL, Dispatcher, grader_model
 from evalkit.errors import ConfigError, InputError, SuiteError
 from evalkit.frame import frame_of_journal
 from evalkit.limits import ModelLimits
