@@ -3,22 +3,29 @@
 Every check returns a `Verdict`: pass or fail, a score in 0..1, and a one-line reason that a
 report can show next to a failure. Arguments arrive already rendered for the case
 (`render.Renderer.check`). The `judge` check needs a model call and is scored by the runner
-(`judge.py`); `python` runs trusted code from the suite's folder.
+(`judge.py`); `python` runs trusted code from the suite's folder. Which checks run where, and
+under what time limit, is `scoring.py`'s business.
 """
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
+import math
+import numbers
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-from evalkit.checkspec import Check
+from evalkit.checkspec import CHECK_TIMEOUT_S, Check, offline_registry
+
+MAX_REASON_CHARS = 1000  # a check's reason is one line in a report, whatever a check returns
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +33,16 @@ class Verdict:
     passed: bool
     score: float
     reason: str
+    error: bool = False  # the check could not be evaluated (an exception, a time-out)
+
+
+def broken(reason: str) -> Verdict:
+    """A check that could not be evaluated: it fails, negated or not."""
+    return Verdict(False, 0.0, reason[:MAX_REASON_CHARS], error=True)
+
+
+def timed_out(limit_s: float) -> Verdict:
+    return broken(f"timed out after {limit_s:g} s")
 
 
 Record = Mapping[str, Any]  # the row being checked: finish_reason, tokens, latency, cost, ...
@@ -90,14 +107,21 @@ def match(arg: str | list[str], output: str, record: Record) -> Verdict:
     )
 
 
-def regex(arg: str, output: str, record: Record) -> Verdict:
-    return _ok(re.search(arg, output) is not None, f"no match for /{arg}/")
+def regex(arg: str, output: str, record: Record, timeout_s: float = CHECK_TIMEOUT_S) -> Verdict:
+    """`regex` rather than `re`: it can give up after `timeout_s` and lets other threads run."""
+    import regex as regex_module  # imported when needed: `evalkit` starts faster
+
+    try:
+        found = regex_module.search(arg, output, timeout=timeout_s)
+    except TimeoutError:
+        return timed_out(timeout_s)
+    return _ok(found is not None, f"no match for /{arg}/")
 
 
 def is_json(arg: Any, output: str, record: Record) -> Verdict:
     try:
         json.loads(output)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # too deep a nesting is not JSON either
         return Verdict(False, 0.0, f"not JSON: {exc}")
     return Verdict(True, 1.0, "")
 
@@ -106,7 +130,7 @@ def json_schema(arg: dict[str, Any], output: str, record: Record) -> Verdict:
 
     try:
         value = json.loads(output)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         return Verdict(False, 0.0, f"not JSON: {exc}")
     error = _schema_error(arg, value)
     return Verdict(True, 1.0, "") if error is None else Verdict(False, 0.0, f"schema: {error}")
@@ -114,9 +138,26 @@ def json_schema(arg: dict[str, Any], output: str, record: Record) -> Verdict:
 
 @cache
 def _validator(schema_json: str) -> Any:
+    """A validator that never fetches a `$ref` and whose `pattern` can give up (see regex)."""
     import jsonschema
 
-    return jsonschema.Draft202012Validator(json.loads(schema_json))
+    cls = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": _pattern})
+    return cls(json.loads(schema_json), registry=offline_registry())
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[Any]:
+    import regex as regex_module
+    from jsonschema import ValidationError
+
+    if not validator.is_type(instance, "string"):
+        return
+    try:
+        found = regex_module.search(pattern, instance, timeout=CHECK_TIMEOUT_S)
+    except regex_module.error as exc:
+        yield ValidationError(f"pattern {pattern!r} cannot be run: {exc}")
+        return
+    if found is None:
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
 _PATH_PART = re.compile(r"\.([A-Za-z_][\w-]*)|\[(\d+)\]|\[['\"]([^'\"]+)['\"]\]")
@@ -126,7 +167,7 @@ def json_path(arg: dict[str, Any], output: str, record: Record) -> Verdict:
     """A simple path (`$.a.b[0]`, `$['key']`) into the output's JSON equals a value."""
     try:
         value: Any = json.loads(output)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         return Verdict(False, 0.0, f"not JSON: {exc}")
     path = str(arg["path"])
     rest = path[1:] if path.startswith("$") else "." + path.lstrip(".")
@@ -191,7 +232,7 @@ def tool_call(arg: Any, output: str, record: Record) -> Verdict:
     for call in matching:
         try:
             parsed = json.loads(call.get("arguments") or "")
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             reasons.append(f"arguments are not JSON ({exc})")
             continue
         wanted: dict[str, Any] = spec.get("arguments") or {}
@@ -225,7 +266,7 @@ def tool_args_valid(arg: Any, output: str, record: Record) -> Verdict:
             return Verdict(False, 0.0, f"called {name!r}, which is not a declared tool")
         try:
             parsed = json.loads(call.get("arguments") or "")
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             return Verdict(False, 0.0, f"{name}: arguments are not JSON ({exc})")
         schema = declared[name]
         error = _schema_error(schema, parsed) if schema else None
@@ -236,66 +277,124 @@ def tool_args_valid(arg: Any, output: str, record: Record) -> Verdict:
 
 def _schema_error(schema: dict[str, Any], value: Any) -> str | None:
     import jsonschema
+    from referencing.exceptions import Unresolvable
 
-    error = jsonschema.exceptions.best_match(_validator(json.dumps(schema)).iter_errors(value))
+    try:
+        found = _validator(json.dumps(schema)).iter_errors(value)
+        error = jsonschema.exceptions.best_match(found)
+    except Unresolvable as exc:  # only a schema that skipped validation can get here
+        return f"$ref {str(exc)[:100]!r} does not resolve within the schema (nothing is fetched)"
+    except TimeoutError:
+        return f"a pattern took more than {CHECK_TIMEOUT_S:g} s"
+    except RecursionError:
+        return "the value is nested too deeply to validate"
     if error is None:
         return None
     where = "/".join(str(p) for p in error.absolute_path) or "(root)"
     return f"at {where}: {error.message}"
 
 
-def make_python_check(folder: Path) -> CheckFn:
-    """`module:function` from the suite's folder, called as function(output, record).
+def load_module(folder: Path, name: str) -> ModuleType | str:
+    """The module `name` (`a.b`: `a/b.py` under `folder`), or why it could not be loaded.
 
-    This runs the suite author's code: only use suites you trust. The function returns a
-    bool, a number in 0..1, a (bool, reason) pair, or a dict with pass / score / reason.
-    Any exception becomes the check's failure reason; the run goes on.
+    This runs the suite author's code: only use suites you trust. Whatever the module raises
+    while it loads (SystemExit included) is returned as the reason, never raised.
     """
-
-    def check(arg: str, output: str, record: Record) -> Verdict:
-        try:
-            function = _load_function(str(folder), arg)
-            return _as_verdict(function(output, dict(record)))
-        except Exception as exc:
-            return Verdict(False, 0.0, f"python {arg}: {type(exc).__name__}: {exc}")
-
-    return check
-
-
-@cache
-def _load_function(folder: str, ref: str) -> Callable[..., Any]:
-    module_name, function_name = ref.split(":", 1)
-    path = Path(folder, *module_name.split(".")).with_suffix(".py")
-    if not path.is_file():
-        raise ImportError(f"no module file {path}")
-    spec = importlib.util.spec_from_file_location(f"evalkit_user_{module_name}", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    function = getattr(module, function_name, None)
-    if not callable(function):
-        raise AttributeError(f"{path} has no function {function_name}")
-    return function  # type: ignore[no-any-return]
+    path = Path(folder, *name.split(".")).with_suffix(".py")
+    spec_name = f"evalkit_user_{name}"
+    try:
+        if not path.is_file():
+            return f"ImportError: no module file {path}"
+        spec = importlib.util.spec_from_file_location(spec_name, path)
+        if spec is None or spec.loader is None:
+            return f"ImportError: cannot load {path}"
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec_name] = module  # dataclasses and pickle look their module up here
+        spec.loader.exec_module(module)
+        return module
+    except BaseException as exc:
+        sys.modules.pop(spec_name, None)
+        return _describe(exc)
 
 
-def _as_verdict(value: Any) -> Verdict:
-    if isinstance(value, Verdict):
-        return value
-    if isinstance(value, bool):
-        return Verdict(value, float(value), "" if value else "returned False")
-    if isinstance(value, int | float):
-        score = max(0.0, min(1.0, float(value)))
+def call_python(module: ModuleType | str, ref: str, output: str, record: Record) -> Verdict:
+    """`module:function` called as function(output, record), its answer read by the contract
+    of `as_verdict`. Anything it raises, SystemExit and KeyboardInterrupt included, is this
+    check's failure: a check never ends the run or decides its exit code."""
+    try:
+        if isinstance(module, str):
+            return broken(f"python {ref}: {module}")
+        function = getattr(module, ref.split(":", 1)[1], None)
+        if not callable(function):
+            return broken(
+                f"python {ref}: AttributeError: {module.__file__} has no function "
+                f"{ref.split(':', 1)[1]}"
+            )
+        return as_verdict(function(output, copy.deepcopy(dict(record))))  # its own copy
+    except BaseException as exc:
+        return broken(f"python {ref}: {_describe(exc)}")
+
+
+def as_verdict(value: Any) -> Verdict:
+    """A python check's answer: a bool; a finite real number (clamped to 0..1, passing at 0.5);
+    a (bool, reason) pair; or a dict with a bool `pass` and optional `score` (a finite real
+    number, clamped) and `reason`. Anything else raises TypeError or ValueError."""
+    flag = _as_bool(value)
+    if flag is not None:
+        return Verdict(flag, float(flag), "" if flag else "returned False")
+    if isinstance(value, numbers.Real):
+        score = _as_score(value, "returned")
         return Verdict(score >= 0.5, score, "" if score >= 0.5 else f"score {score:.2f}")
     if isinstance(value, tuple) and len(value) == 2:
-        passed, reason = value
-        return Verdict(bool(passed), float(bool(passed)), str(reason))
-    if isinstance(value, dict) and "pass" in value:
-        passed = bool(value["pass"])
-        score = float(value.get("score", float(passed)))
-        return Verdict(passed, score, str(value.get("reason", "")))
-    raise TypeError(f"returned {type(value).__name__}; expected bool, number, tuple or dict")
+        passed = _as_bool(value[0])
+        if passed is None:
+            raise TypeError(f"returned ({type(value[0]).__name__}, ...); the first must be a bool")
+        return Verdict(passed, float(passed), _text(value[1]))
+    if isinstance(value, Mapping) and "pass" in value:
+        passed = _as_bool(value["pass"])
+        if passed is None:
+            raise TypeError(f"'pass' is {type(value['pass']).__name__}; expected a bool")
+        score = float(passed)
+        if value.get("score") is not None:
+            score = _as_score(value["score"], "'score' is")
+        return Verdict(passed, score, _text(value.get("reason") or ""))
+    raise TypeError(
+        f"returned {type(value).__name__}; expected a bool, a number, a (bool, reason) pair "
+        "or a dict with 'pass'"
+    )
+
+
+def _as_bool(value: Any) -> bool | None:
+    """True or False for a bool (numpy's too), None for anything else."""
+    if isinstance(value, bool):
+        return value
+    dtype = getattr(value, "dtype", None)
+    if getattr(dtype, "kind", None) == "b" and getattr(value, "shape", None) == ():
+        return bool(value)
+    return None
+
+
+def _as_score(value: Any, what: str) -> float:
+    if not isinstance(value, numbers.Real):
+        raise TypeError(f"{what} {type(value).__name__}; expected a number")
+    score = float(value)
+    if not math.isfinite(score):
+        raise ValueError(f"{what} {score}; expected a finite number")
+    return max(0.0, min(1.0, score))
+
+
+def _text(value: Any) -> str:
+    text = value if isinstance(value, str) else str(value)
+    return text[:MAX_REASON_CHARS]
+
+
+def _describe(exc: BaseException) -> str:
+    """`Type: message`, even for an exception whose str() fails."""
+    try:
+        message = str(exc)
+    except BaseException:
+        message = "(its message could not be read)"
+    return f"{type(exc).__name__}: {message}"[:MAX_REASON_CHARS] if message else type(exc).__name__
 
 
 CHECKS: dict[str, CheckFn] = {
@@ -324,18 +423,28 @@ CHECKS: dict[str, CheckFn] = {
 
 
 def evaluate(check: Check, output: str, record: Record, folder: Path | None = None) -> Verdict:
-    """The verdict of one (rendered) check on one output; never raises for a bad output."""
+    """The verdict of one (rendered) check on one output; never raises for a bad output.
+
+    This runs in the calling thread without a time limit, and loads a python check's module
+    afresh: a run goes through `scoring.Scorer`, which does neither.
+    """
     if check.kind == "python":
-        verdict = make_python_check(folder or Path("."))(check.arg, output, record)
-    else:
-        function = CHECKS.get(check.kind)
-        if function is None:
-            raise ValueError(f"check {check.kind!r} is not scored here")
-        verdict = function(check.arg, output, record)
-    if check.negate:
-        reason = "" if not verdict.passed else f"negated {check.kind} passed"
-        return Verdict(not verdict.passed, 1.0 - verdict.score, reason)
-    return verdict
+        module = load_module(folder or Path("."), check.arg.split(":", 1)[0])
+        return negated(check, call_python(module, check.arg, output, record))
+    if check.kind == "regex":
+        return negated(check, regex(check.arg, output, record, check.time_limit))
+    function = CHECKS.get(check.kind)
+    if function is None:
+        raise ValueError(f"check {check.kind!r} is not scored here")
+    return negated(check, function(check.arg, output, record))
+
+
+def negated(check: Check, verdict: Verdict) -> Verdict:
+    """The verdict of `{not: check}`; a check that could not be evaluated still fails."""
+    if not check.negate or verdict.error:
+        return verdict
+    reason = "" if not verdict.passed else f"negated {check.kind} passed"
+    return Verdict(not verdict.passed, 1.0 - verdict.score, reason)
 
 
 def combine(

@@ -1,14 +1,16 @@
 """How a check is written in a suite, and what arguments each kind accepts.
 
 A check is a one-key mapping, `{contains: "refund"}`, with optional `name`, `weight`,
-`required`; `{not: {contains: "x"}}` negates. Only the shape is validated here; what a check
-does with an output lives in `checks.py`.
+`required` and (for the kinds that may be slow) `timeout_s`; `{not: {contains: "x"}}`
+negates. Only the shape is validated here; what a check does with an output lives in
+`checks.py`.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from functools import cache
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -22,6 +24,9 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from evalkit.errors import did_you_mean
+
+if TYPE_CHECKING:
+    import regex
 
 FinishReason = Literal["stop", "length", "content_filter", "tool_calls", "function_call"]
 
@@ -129,7 +134,18 @@ ALIASES = {
 # kinds whose string arguments are not Jinja templates
 UNTEMPLATED = frozenset({"json_schema", "python", "moderation"})
 
-_OPTIONS = ("name", "weight", "required")
+GRADED_BY_A_MODEL = ("judge", "moderation")  # scored by another request, after the answer
+
+# kinds that may be slow (user code, backtracking patterns, big schemas or texts): they run in
+# a thread under a time limit, `timeout_s` or CHECK_TIMEOUT_S (a regex is first tried inline
+# for a moment, see scoring.py); every other kind runs inline
+TIMED_KINDS = frozenset(
+    {"python", "regex", "json_schema", "tool_call", "tool_args_valid", "similarity"}
+)
+CHECK_TIMEOUT_S = 10.0  # the default time limit of a timed check
+MAX_TIMEOUT_S = 3600.0
+
+_OPTIONS = ("name", "weight", "required", "timeout_s")
 _ADAPTERS: dict[str, TypeAdapter[Any]] = {}  # built on first use: import stays cheap
 
 
@@ -150,6 +166,12 @@ class Check(BaseModel):
     weight: float = Field(1.0, ge=0)
     required: bool = True
     negate: bool = False
+    timeout_s: float | None = Field(None, gt=0, le=MAX_TIMEOUT_S)  # only for TIMED_KINDS
+
+    @property
+    def time_limit(self) -> float:
+        """The most seconds this check may take (timed kinds only)."""
+        return self.timeout_s if self.timeout_s is not None else CHECK_TIMEOUT_S
 
     @property
     def label(self) -> str:
@@ -176,6 +198,7 @@ class Check(BaseModel):
         kind = str(kinds[0])
         if kind == "not":
             inner = cls.model_validate(data["not"])
+            _timed_only(inner.kind, options)
             return {**inner.model_dump(), **options, "negate": not inner.negate}
         kind = ALIASES.get(kind, kind)
         if kind not in ARG_TYPES:
@@ -184,7 +207,18 @@ class Check(BaseModel):
                 "unknown check '{kind}'{hint}",
                 {"kind": kind, "hint": did_you_mean(kind, [*ARG_TYPES, "not"])},
             )
+        _timed_only(kind, options)
         return {"kind": kind, "arg": _validated_arg(kind, data[kinds[0]]), **options}
+
+
+def _timed_only(kind: str, options: dict[str, Any]) -> None:
+    """`timeout_s` on a check that always runs inline would silently do nothing."""
+    if options.get("timeout_s") is not None and kind not in TIMED_KINDS:
+        raise PydanticCustomError(
+            "check",
+            "timeout_s: only {timed} checks take a time limit ('{kind}' is always quick)",
+            {"timed": ", ".join(sorted(TIMED_KINDS)), "kind": kind},
+        )
 
 
 def _validated_arg(kind: str, arg: Any) -> Any:
@@ -221,18 +255,21 @@ def _is_field(part: object) -> bool:
     )
 
 
-def compile_regex(pattern: str) -> re.Pattern[str]:
-    """The compiled pattern, or a check error naming what is wrong with it."""
+def compile_regex(pattern: str) -> regex.Pattern[str]:
+    """The compiled pattern (the `regex` module, as the check runs it), or a check error."""
+    import regex  # imported when needed: `evalkit` starts faster
+
     try:
-        return re.compile(pattern)
-    except re.error as exc:
+        return regex.compile(pattern)
+    except regex.error as exc:
         raise PydanticCustomError(
             "check_arg", "regex: invalid pattern '{p}': {e}", {"p": pattern, "e": str(exc)}
         ) from None
 
 
 def check_json_schema(schema: dict[str, Any], what: str = "json_schema") -> None:
-    """A validation error unless `schema` is a valid JSON Schema (draft 2020-12)."""
+    """A validation error unless `schema` is a valid JSON Schema (draft 2020-12) whose every
+    `$ref` resolves within itself (or to a draft's meta-schema): nothing is ever fetched."""
     import jsonschema
 
     try:
@@ -241,3 +278,46 @@ def check_json_schema(schema: dict[str, Any], what: str = "json_schema") -> None
         raise PydanticCustomError(
             "json_schema", "{what}: not a valid JSON Schema: {e}", {"what": what, "e": exc.message}
         ) from None
+    ref = unresolvable_ref(schema)
+    if ref is not None:
+        raise PydanticCustomError(
+            "json_schema",
+            "{what}: $ref '{ref}' does not resolve within the schema (evalkit never fetches a "
+            "schema from the network or disk: put definitions under $defs)",
+            {"what": what, "ref": ref},
+        )
+
+
+def unresolvable_ref(schema: dict[str, Any]) -> str | None:
+    """The first `$ref` / `$dynamicRef` of `schema` that does not resolve offline, if any."""
+    from referencing.exceptions import Unresolvable
+    from referencing.jsonschema import DRAFT202012
+
+    root = DRAFT202012.create_resource(schema)
+    stack = [(root, offline_registry().resolver_with_root(root))]
+    while stack:  # a stack, not recursion: a deeply nested schema cannot overflow it
+        resource, resolver = stack.pop()
+        contents = resource.contents
+        if isinstance(contents, dict):
+            for key in ("$ref", "$dynamicRef"):
+                ref = contents.get(key)
+                if isinstance(ref, str):
+                    try:
+                        resolver.lookup(ref)
+                    except Unresolvable:
+                        return ref
+        stack += [(sub, resolver.in_subresource(sub)) for sub in resource.subresources()]
+    return None
+
+
+@cache
+def offline_registry() -> Any:
+    """The draft meta-schemas, and a `retrieve` that refuses every other URI (http, file...)."""
+    from jsonschema_specifications import REGISTRY
+    from referencing import Registry
+    from referencing.exceptions import NoSuchResource
+
+    def refuse(uri: str) -> Any:
+        raise NoSuchResource(uri)
+
+    return REGISTRY.combine(Registry(retrieve=refuse))  # type: ignore[call-arg]  # attrs alias

@@ -16,7 +16,8 @@ from typing import Any
 
 from evalkit.budget import Budget, max_cost
 from evalkit.cache import Cache
-from evalkit.checks import Verdict, evaluate
+from evalkit.checks import Verdict, broken, negated
+from evalkit.checkspec import GRADED_BY_A_MODEL as GRADED_BY_A_MODEL  # runner's import
 from evalkit.checkspec import Check, JudgeArg
 from evalkit.judge import judge_request, parse_verdict
 from evalkit.limits import ModelLimits
@@ -26,11 +27,10 @@ from evalkit.progress import Progress
 from evalkit.providers import Completion, Provider, ProviderError
 from evalkit.retry import policy, wait_after
 from evalkit.sampling import every_sample_hit_length, samples_of, select
+from evalkit.scoring import Scorer
 from evalkit.store import RunDir, now_iso
 from evalkit.targets import Target
 from evalkit.tokens import Counter
-
-GRADED_BY_A_MODEL = ("judge", "moderation")
 
 
 def grader_model(check: Check) -> str:
@@ -75,7 +75,7 @@ class Dispatcher:
         self.run = run
         self.settings = settings
         self.progress = progress
-        self.folder = suite_folder
+        self.scorer = Scorer(suite_folder)
         self.cache = cache
         self.budget = budget or Budget(None)
         self.prior = prior or Prior()
@@ -188,7 +188,7 @@ class Dispatcher:
             entry = await self.send(request, provider, limits)
         entry["round"] = round_
         if entry.get("error_type") is None:
-            _score(entry, group, self.folder)
+            await self.scorer.score(entry, group.checks)
         entry["check_meta"] = {n: [c.weight, c.required] for n, c in group.checks.items()}
         if prior is None or entry != prior:  # a reused answer is re-journaled only if rescored
             self.run.append(entry)
@@ -214,15 +214,14 @@ class Dispatcher:
             return
         result = await self.send(request, provider, limits)
         text = (result.get("choices") or [{}])[0].get("text") or ""
+        verdict: Verdict
         if result.get("error_type"):
-            verdict = Verdict(False, 0.0, f"{check.kind} call failed: {result['error']}")
+            verdict = broken(f"{check.kind} call failed: {result['error']}")
         elif check.kind == "judge":
             verdict = parse_verdict(text, JudgeArg.model_validate(check.arg).threshold)
         else:
             verdict = parse_result(text, check.arg)
-        if check.negate:
-            reason = "" if not verdict.passed else f"negated {check.kind} passed"
-            verdict = Verdict(not verdict.passed, 1.0 - verdict.score, reason)
+        verdict = negated(check, verdict)
         self.run.append(
             {
                 **result,
@@ -353,21 +352,6 @@ def _answer(completion: Completion) -> dict[str, Any]:
         "latency_s": completion.latency_s,
         "ttft_s": completion.ttft_s,
     }
-
-
-def _score(entry: dict[str, Any], group: Group, folder: Path) -> None:
-    """Each choice's verdicts, stored with it in the journal (judge checks come later)."""
-    record = {k: v for k, v in entry.items() if k != "choices"}
-    for choice in entry.get("choices") or []:
-        record["finish_reason"] = choice.get("finish_reason")
-        record["tool_calls"] = choice.get("tool_calls")
-        output = choice.get("text") or ""
-        verdicts = {}
-        for name, check in group.checks.items():
-            if check.kind not in GRADED_BY_A_MODEL:
-                v = evaluate(check, output, record, folder)
-                verdicts[name] = [v.passed, v.score, v.reason]
-        choice["checks"] = verdicts
 
 
 def _prompt_text(group: Group) -> str:

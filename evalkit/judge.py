@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from evalkit.checks import Verdict
+from evalkit.checks import Verdict, broken
 from evalkit.checkspec import JudgeArg
 from evalkit.plan import Request, build_body, endpoint_for
 from evalkit.render import Rendered
@@ -22,8 +22,10 @@ SYSTEM = (
     "You grade an AI model's answer against a rubric. Think briefly, then end with one line: "
     "'VERDICT: PASS' if the answer meets the rubric, otherwise 'VERDICT: FAIL'."
 )
-_VERDICT = re.compile(r"verdict\s*[:=]\s*\**\s*(pass|fail)", re.IGNORECASE)
-_SCORE = re.compile(r"score\s*[:=]\s*\**\s*(\d+(?:\.\d+)?)\s*(?:/\s*(\d+))?", re.IGNORECASE)
+# `[\s*]*`, one quantifier, not `\s*\**\s*`: the latter backtracks quadratically (seconds, on
+# the event loop) over a long run of spaces in the judge's answer
+_VERDICT = re.compile(r"verdict\s*[:=][\s*]*(pass|fail)", re.IGNORECASE)
+_SCORE = re.compile(r"score\s*[:=][\s*]*(\d+(?:\.\d+)?)\s*(?:/\s*(\d+))?", re.IGNORECASE)
 
 
 def judge_request(
@@ -72,7 +74,7 @@ def parse_verdict(text: str, threshold: float = 0.5) -> Verdict:
         passed = stripped.upper() == "PASS"
         return Verdict(passed, float(passed), "" if passed else "judge: FAIL")
     snippet = stripped[:80] + ("…" if len(stripped) > 80 else "")
-    return Verdict(False, 0.0, f"could not read a verdict from the judge's answer: {snippet!r}")
+    return broken(f"could not read a verdict from the judge's answer: {snippet!r}")
 
 
 def _last_line(text: str) -> str:

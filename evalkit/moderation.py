@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from evalkit.checks import Verdict
+from evalkit.checks import Verdict, broken
 from evalkit.checkspec import ModerationArg
 from evalkit.plan import Request
 from evalkit.suite import Case
@@ -32,8 +32,10 @@ def parse_result(text: str, arg: Any) -> Verdict:
     try:
         result = json.loads(text)
     except ValueError:
-        return Verdict(False, 0.0, "the moderation answer is not JSON")
-    categories = result.get("categories") or {}
+        return broken("the moderation answer is not JSON")
+    categories = (result.get("categories") or {}) if isinstance(result, dict) else None
+    if not isinstance(categories, dict):
+        return broken("the moderation answer is not a moderation result")
     wanted = moderation_spec(arg).categories
     if wanted is None:
         flagged = sorted(k for k, v in categories.items() if v) or (
