@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import sys
 import time
@@ -80,7 +81,7 @@ class Cache:
             answer = None
             problem: str | None = "not JSON"
         else:
-            problem = answer_problem(answer)
+            problem = answer_problem(answer) or _not_unicode(row[0], answer)
         if problem is not None:
             self._unusable(key, problem)
             return None
@@ -218,10 +219,23 @@ def lookup_entry(folder: Path, key: str) -> dict[str, Any] | None:
         db.close()
     if row is None:
         return None
-    return {
-        "url": row[0],
-        "model": row[1],
-        "sample": row[2],
-        "body": json.loads(row[3]),
-        "created_at": row[4],
-    }
+    try:
+        body: Any = json.loads(row[3])
+    except (TypeError, ValueError, RecursionError):
+        body = f"(not JSON: {str(row[3])[:200]!r})"  # a row changed by hand still explains
+    return {"url": row[0], "model": row[1], "sample": row[2], "body": body, "created_at": row[4]}
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _not_unicode(raw: str, answer: Any) -> str | None:
+    """Why a cached answer is unusable if it holds a lone surrogate, which earlier evalkit
+    releases could store (a server's token cut an emoji): it breaks the journal and Parquet."""
+    if not _SURROGATE_ESCAPE.search(raw):  # emoji are stored as escaped pairs; most rows have none
+        return None
+    try:
+        json.dumps(answer, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return "text that is not valid Unicode"
+    return None

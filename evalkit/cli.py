@@ -146,7 +146,7 @@ def run(
         int, typer.Option("--max-retries", min=1, help="Attempts per request for 429/5xx/timeouts.")
     ] = 8,
     timeout: Annotated[
-        float, typer.Option("--timeout", min=0.1, help="Seconds to wait for one response.")
+        float, typer.Option("--timeout", min=0.1, help="Seconds one attempt may take in all.")
     ] = 120.0,
     progress: Annotated[
         bool | None,

@@ -334,7 +334,16 @@ def test_journal_lines_that_are_not_entries_are_skipped_with_a_warning(
 
 @pytest.mark.parametrize(
     "stored",
-    ["{}", "[1, 2]", "not json", '{"choices": "x"}', '{"choices": []}', '{"choices": [7]}'],
+    [
+        "{}",
+        "[1, 2]",
+        "not json",
+        '{"choices": "x"}',
+        '{"choices": []}',
+        '{"choices": [7]}',
+        # what an earlier release could cache: an answer whose text holds a lone surrogate
+        '{"choices": [{"index": 0, "text": "answer1 \\ud83d", "finish_reason": "stop"}]}',
+    ],
 )
 def test_a_cache_row_that_is_not_an_answer_is_a_miss_with_a_warning(
     openai: FakeOpenAI,
@@ -377,3 +386,20 @@ def test_an_unreadable_results_file_is_read_from_the_journal_with_a_warning(
         expected[["case_id", "output", "cost_usd"]]
     )
     assert main(["report", str(result.run_dir), "--format", "md"]) == 0
+
+
+def test_cache_explain_shows_a_stored_body_that_is_not_json(
+    openai: FakeOpenAI, write: Write, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    suite = load_suite(write("s.yaml", SUITE.replace("gpt-4", "gpt-3.5-turbo") + _cases(2)))
+    result = run_suite(suite, _settings(tmp_path, cache=True))
+    cache_dir = os.environ["EVALKIT_CACHE_DIR"]
+    db = sqlite3.connect(Path(cache_dir) / CACHE_FILE)
+    with db:
+        db.execute("UPDATE answers SET body = 'garbage' WHERE body LIKE '%answer1 %'")
+    db.close()
+    capsys.readouterr()
+    args = ["cache", "explain", str(result.run_dir), "c1", "openai/gpt-3.5-turbo"]
+    assert main([*args, "--cache-dir", cache_dir]) == 0
+    out = capsys.readouterr().out
+    assert "in cache: yes" in out and "not JSON: 'garbage'" in out
