@@ -33,6 +33,9 @@ from evalkit.validate import check_suite
 app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
+    # plain help and errors: they read the same in a CI log, and skip importing rich (0.1 s)
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
     help="Batch prompt evaluation and model comparison for OpenAI-compatible APIs.",
 )
 
@@ -311,7 +314,9 @@ def report(
         typer.echo(str(path))
 
 
-cache_app = typer.Typer(no_args_is_help=True, help="The response cache: stats, clear, explain.")
+cache_app = typer.Typer(
+    no_args_is_help=True, rich_markup_mode=None, help="The response cache: stats, clear, explain."
+)
 app.add_typer(cache_app, name="cache")
 
 

@@ -28,7 +28,6 @@ from evalkit.plan import count_requests, groups
 from evalkit.preflight import ModelEstimate, estimate
 from evalkit.progress import Progress
 from evalkit.providers import Provider
-from evalkit.providers.openai import OpenAIProvider, make_transport
 from evalkit.render import Renderer
 from evalkit.resume import ResumePlan, prepare
 from evalkit.store import RESULTS, RunDir, file_sha256, new_run_id, now_iso, read_manifest
@@ -283,6 +282,9 @@ async def _execute(
         Budget(settings.max_cost, resume.spent if resume else 0.0),
         resume.prior if resume else None,
     )
+    # the HTTP stack is imported by the run that needs it: `import evalkit` stays light
+    from evalkit.providers.openai import OpenAIProvider, make_transport
+
     in_flight = sum(t.concurrency for t in [*targets, *judges])
     transport = make_transport(in_flight + 4)
     renderer = Renderer()
