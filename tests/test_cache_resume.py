@@ -25,8 +25,8 @@ from evalkit.store import read_journal
 from evalkit.suite import ModelSpec
 from evalkit.targets import resolve
 from evalkit.tokens import Counter as TokenCounter
+from fake_openai import FakeOpenAI
 from tests.conftest import cli_env
-from tests.fake_openai import FakeOpenAI
 
 Write = Callable[[str, str], Path]
 SLOT = ["case_id", "variant", "model", "sample"]

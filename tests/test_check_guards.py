@@ -23,8 +23,8 @@ import pytest
 from evalkit import RunSettings, SuiteError, load_run, load_suite, run_suite
 from evalkit.checks import evaluate
 from evalkit.checkspec import Check
+from fake_openai import FakeOpenAI
 from tests.conftest import cli_env
-from tests.fake_openai import FakeOpenAI
 
 Write = Callable[[str, str], Path]
 BOUND_S = 60  # far beyond what any of these runs needs: only a hang reaches it

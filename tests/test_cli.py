@@ -7,8 +7,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from fake_openai import FakeOpenAI
 from tests.conftest import cli_env
-from tests.fake_openai import FakeOpenAI
 
 ROOT = Path(__file__).parent.parent
 Write = Callable[[str, str], Path]

@@ -11,7 +11,7 @@ import pytest
 
 from evalkit import InputError, RunSettings, load_run, load_suite, run_suite
 from evalkit.compare import compare_models, compare_runs, parse_policy
-from tests.fake_openai import FakeOpenAI
+from fake_openai import FakeOpenAI
 
 
 def _suite(

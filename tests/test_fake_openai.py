@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fake_openai import ECHO_MAX_CHARS, FakeOpenAI, Fault
+from fake_openai import ECHO_MAX_CHARS, FakeOpenAI, Fault
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -581,7 +581,7 @@ def _read_line(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> str:
 
 
 def test_cli_serves_until_sigterm() -> None:
-    cmd = [sys.executable, "-m", "tests.fake_openai", "--port", "0", "--latency-ms", "1"]
+    cmd = [sys.executable, "-m", "fake_openai", "--port", "0", "--latency-ms", "1"]
     cmd += ["--no-log", "--api-key", "sk-cli", "--model-latency", "slow=5"]
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE)
     try:

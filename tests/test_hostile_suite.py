@@ -18,8 +18,8 @@ import pytest
 from evalkit import SuiteError, check_suite, load_suite
 from evalkit.render import Renderer, TemplateError
 from evalkit.suite import ModelSpec
+from fake_openai import FakeOpenAI
 from tests.conftest import cli_env
-from tests.fake_openai import FakeOpenAI
 
 Write = Callable[[str, str], Path]
 MODELS = "models: [openai/gpt-4o-mini]\n"

@@ -4,7 +4,7 @@ Why: every record of a run goes through `complete()`. Parsing must tolerate what
 OpenAI-compatible servers leave out or add, yet refuse an answer with no choices; each failure
 must be classified right, because the retry policy trusts `retryable` and `retry_after`; and
 the API key must never reach a message. Unit tests use `httpx.MockTransport`; the end-to-end
-ones go over real HTTP on 127.0.0.1 to `tests.fake_openai.FakeOpenAI` through `make_transport`.
+ones go over real HTTP on 127.0.0.1 to `fake_openai.FakeOpenAI` through `make_transport`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from evalkit.providers.openai import OpenAIProvider, make_transport
 from evalkit.retry import parse_duration, retry_after
 from evalkit.suite import Case, ModelSpec, Suite
 from evalkit.targets import Target, resolve
-from tests.fake_openai import FakeOpenAI
+from fake_openai import FakeOpenAI
 
 BASE = "https://api.example.test/v1"
 # A 51-character key like OpenAI's classic ones, not periodic, so a leaked piece is recognisable

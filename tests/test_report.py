@@ -18,8 +18,8 @@ from evalkit.compare import compare_runs
 from evalkit.report import write_reports
 from evalkit.report.html import case_rows, template_text
 from evalkit.report.markdown import cell
+from fake_openai import FakeOpenAI
 from tests.conftest import TEST_KEY
-from tests.fake_openai import FakeOpenAI
 
 Write = Callable[[str, str], Path]
 

@@ -23,8 +23,8 @@ from evalkit.plan import plan
 from evalkit.suite import ModelSpec
 from evalkit.targets import resolve
 from evalkit.tokens import Counter
+from fake_openai import FakeOpenAI
 from tests.conftest import cli_env
-from tests.fake_openai import FakeOpenAI
 
 Write = Callable[[str, str], Path]
 

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from evalkit import ConfigError, RunSettings, load_run, load_suite, run_suite
+from fake_openai import FakeOpenAI
 from tests.conftest import TEST_KEY
-from tests.fake_openai import FakeOpenAI
 
 Write = Callable[[str, str], Path]
 

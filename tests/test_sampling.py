@@ -22,7 +22,7 @@ from evalkit import (
     summarize,
 )
 from evalkit.sampling import mean_logprob, select
-from tests.fake_openai import FakeOpenAI
+from fake_openai import FakeOpenAI
 
 Write = Callable[[str, str], Path]
 

@@ -13,7 +13,7 @@ from evalkit import RunSettings, load_run, load_suite, run_suite
 from evalkit.catalog import lookup
 from evalkit.runner import dry_run
 from evalkit.tokens import Counter
-from tests.fake_openai import FakeOpenAI
+from fake_openai import FakeOpenAI
 
 ROOT = Path(__file__).parent.parent
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from evalkit import RunSettings, SuiteError, check_suite, load_run, load_suite, run_suite
-from tests.fake_openai import FakeOpenAI
+from fake_openai import FakeOpenAI
 
 ROOT = Path(__file__).parent.parent
 Write = Callable[[str, str], Path]
