@@ -2,8 +2,8 @@
 
     python benchmarks/cache_speed.py [--cases N] [--requests N] [--repeats N] [--json PATH]
 
-The fake OpenAI server (`tests/fake_openai.py`, `--no-log`) runs in its own process on
-127.0.0.1, started and stopped by PID; every `evalkit run` is a child process
+The fake OpenAI server (`python -m fake_openai --no-log`, the package `fake_openai/`) runs in
+its own process on 127.0.0.1, started and stopped by PID; every `evalkit run` is a child process
 (`python -m evalkit run SUITE -m openai/gpt-3.5-turbo --out DIR --no-progress`, with
 `OPENAI_BASE_URL` pointing at the server), timed from spawn to exit, CPU and peak RSS from
 `os.wait4`. Suites are generated as in run_throughput.py: a YAML file whose `cases:` is a

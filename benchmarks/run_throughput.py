@@ -2,9 +2,9 @@
 
     python benchmarks/run_throughput.py [--quick] [--repeats N] [--json PATH]
 
-The fake server (`tests/fake_openai.py`) runs in its own process on 127.0.0.1, started and
-stopped by PID. Every client runs in a process of its own as well, so that what is measured
-is that process alone:
+The fake server (`python -m fake_openai`, the package `fake_openai/`) runs in its own process
+on 127.0.0.1, started and stopped by PID. Every client runs in a process of its own as well, so
+that what is measured is that process alone:
 
 * evalkit: `python -m evalkit run SUITE -m openai/gpt-3.5-turbo -j 100 --no-progress`; wall
   time from spawn to exit, CPU (user + sys) and peak RSS from `os.wait4` on its PID.
@@ -68,7 +68,7 @@ cases: cases.jsonl
 
 
 class FakeServer:
-    """`python -m tests.fake_openai` in a child process, on 127.0.0.1, stopped by its PID."""
+    """`python -m fake_openai` in a child process, on 127.0.0.1, stopped by its PID."""
 
     def __init__(self, latency_ms: float, workdir: Path) -> None:
         self.latency_ms = latency_ms
@@ -77,7 +77,7 @@ class FakeServer:
             [
                 sys.executable,
                 "-m",
-                "tests.fake_openai",
+                "fake_openai",
                 "--port",
                 "0",
                 "--latency-ms",

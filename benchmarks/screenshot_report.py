@@ -3,7 +3,7 @@
     python benchmarks/screenshot_report.py [RUN_DIR] [--png OUT.png] [--size 1400,3000]
 
 With RUN_DIR, its report is rendered; without, a small demo run is made first against the
-fake OpenAI server (`python -m tests.fake_openai`, a child process on 127.0.0.1 stopped by
+fake OpenAI server (`python -m fake_openai`, a child process on 127.0.0.1 stopped by
 its PID): two models, two prompt variants, a streamed model (for time to first token),
 cases that pass, fail and split the models. The page is opened from a file:// URL with the
 network features of Chromium turned off, so the screenshot also shows the report needs
@@ -81,7 +81,7 @@ def demo_run(workdir: Path) -> Path:
     from evalkit import RunSettings, load_suite, run_suite
 
     server = subprocess.Popen(
-        [sys.executable, "-m", "tests.fake_openai", "--port", "0", "--no-log"],
+        [sys.executable, "-m", "fake_openai", "--port", "0", "--no-log"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
