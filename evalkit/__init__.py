@@ -4,10 +4,20 @@ from importlib.metadata import version as _version
 
 from evalkit.catalog import CATALOG, ModelInfo
 from evalkit.checkspec import Check
-from evalkit.errors import ConfigError, EvalkitError, InputError, Problem, RunError, SuiteError
+from evalkit.errors import (
+    ConfigError,
+    EvalkitError,
+    InputError,
+    Problem,
+    RunError,
+    SuiteError,
+    TemplateError,
+    UnknownModel,
+    Unsendable,
+)
 from evalkit.frame import COLUMNS, load_run
 from evalkit.load import load_suite
-from evalkit.render import Rendered, Renderer, TemplateError
+from evalkit.render import Rendered, Renderer
 from evalkit.runner import RunResult, RunSettings, run_suite
 from evalkit.sampling import pass_at_k, pass_hat_k, reduce_samples
 from evalkit.suite import Case, Endpoint, Message, ModelSpec, Params, Suite, Variant
@@ -38,6 +48,8 @@ __all__ = [
     "Suite",
     "SuiteError",
     "TemplateError",
+    "UnknownModel",
+    "Unsendable",
     "Variant",
     "__version__",
     "check_suite",
