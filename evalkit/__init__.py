@@ -2,8 +2,13 @@
 
 from importlib.metadata import version as _version
 
+from evalkit.cache import cache_dir
+from evalkit.cache import clear as clear_cache
+from evalkit.cache import explain as explain_cache
+from evalkit.cache import stats as cache_stats
 from evalkit.catalog import CATALOG, ModelInfo
 from evalkit.checkspec import Check
+from evalkit.compare import Gate, RunComparison, compare_runs
 from evalkit.errors import (
     ConfigError,
     EvalkitError,
@@ -17,8 +22,10 @@ from evalkit.errors import (
 )
 from evalkit.frame import COLUMNS, load_run
 from evalkit.load import load_suite
+from evalkit.preflight import DryRun, ModelEstimate
 from evalkit.render import Rendered, Renderer
-from evalkit.runner import RunResult, RunSettings, run_suite
+from evalkit.report import write_reports
+from evalkit.runner import RunResult, RunSettings, dry_run, resume_run, run_suite
 from evalkit.sampling import pass_at_k, pass_hat_k, reduce_samples
 from evalkit.suite import Case, Endpoint, Message, ModelSpec, Params, Suite, Variant
 from evalkit.summary import summarize
@@ -32,16 +39,20 @@ __all__ = [
     "Case",
     "Check",
     "ConfigError",
+    "DryRun",
     "Endpoint",
     "EvalkitError",
+    "Gate",
     "InputError",
     "Message",
+    "ModelEstimate",
     "ModelInfo",
     "ModelSpec",
     "Params",
     "Problem",
     "Rendered",
     "Renderer",
+    "RunComparison",
     "RunError",
     "RunResult",
     "RunSettings",
@@ -52,12 +63,20 @@ __all__ = [
     "Unsendable",
     "Variant",
     "__version__",
+    "cache_dir",
+    "cache_stats",
     "check_suite",
+    "clear_cache",
+    "compare_runs",
+    "dry_run",
+    "explain_cache",
     "load_run",
     "load_suite",
     "pass_at_k",
     "pass_hat_k",
     "reduce_samples",
+    "resume_run",
     "run_suite",
     "summarize",
+    "write_reports",
 ]
