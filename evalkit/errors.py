@@ -8,7 +8,10 @@
     │   ├── UsageError        a bad command-line option or argument
     │   └── ConfigError       bad options, unknown models, missing API keys
     │       └── UnknownModel  a model reference that cannot be used
-    └── RunError              exit 3: a run that could not complete
+    └── RunError              exit 3: a run whose journal, manifest or report cannot be written
+
+A run that stops early for another reason (error rate, `--max-cost`, a signal) is no
+exception: it returns a `RunResult` with that status, and `exit_code` makes it 3 too.
 
 Validation turns `TemplateError`, `Unsendable` and `UnknownModel` into the `Problem`s of one
 `SuiteError`; calling `Renderer`, `plan` or `resolve` directly raises them as they are.
@@ -82,7 +85,8 @@ class TemplateError(InputError):
 
 
 class RunError(EvalkitError):
-    """A run that could not complete (error rate, budget, interruption, a full disk)."""
+    """A run, or its report, that cannot be written to the end (a full disk, a read-only
+    folder); the message says what is kept and how to go on."""
 
     exit_code = 3
 
