@@ -2,33 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-if TYPE_CHECKING:
-    import pandas as pd
-
-from evalkit import cache
-from evalkit.cache import cache_dir
-from evalkit.compare import compare_runs, parse_policy
-from evalkit.console import comparison_text, models_table, summary_table
-from evalkit.errors import ConfigError, EvalkitError, SuiteError
-from evalkit.frame import load_run
-from evalkit.load import load_suite
-from evalkit.preflight import overflow_problems
-from evalkit.preflight import table as preflight_table
-from evalkit.resume import unfinished_runs
-from evalkit.runner import RunResult, RunSettings, resume_run, run_suite
-from evalkit.runner import dry_run as evalkit_dry_run
-from evalkit.suite import ModelSpec, Suite
-from evalkit.summary import summarize
-from evalkit.validate import check_suite
+import evalkit
+from evalkit import console
+from evalkit.errors import ConfigError, EvalkitError, SuiteError, UsageError, exit_code
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -81,24 +65,19 @@ def validate(
 ) -> None:
     """Load and render every case of each suite; report every problem. Sends nothing."""
     problems = []
+    overrides = [evalkit.ModelSpec(id=m) for m in model] if model else None
     for path in suites:
         try:
-            suite = load_suite(path, allow_outside_cases)
+            suite = evalkit.load_suite(path, allow_outside_cases)
         except SuiteError as exc:
             problems.extend(exc.problems)
             continue
-        overrides = [ModelSpec(id=m) for m in model] if model else None
-        found = check_suite(suite, overrides, allow_overflow=allow_overflow)
+        found = evalkit.check_suite(suite, overrides, allow_overflow=allow_overflow)
         if found:
             problems.extend(found)
             continue
-        variants = len(suite.variant_prompts())
         models = len(overrides if overrides is not None else suite.models)
-        requests = len(suite.cases) * variants * models * suite.samples
-        typer.echo(
-            f"{path}: ok ({len(suite.cases)} cases, {variants} variant(s), "
-            f"{models} model(s), {suite.samples} sample(s): {requests} requests)"
-        )
+        typer.echo(console.validated(path, suite, models))
     if problems:
         raise SuiteError(problems)
 
@@ -168,11 +147,9 @@ def run(
     ] = False,
 ) -> None:
     """Send every case to every model; write a run directory (manifest, journal, results)."""
-    baseline_frame = None
-    if baseline is not None:  # bad input here fails before anything is sent
-        parse_policy(fail_on)
-        baseline_frame = load_run(baseline)
-    settings = RunSettings(
+    # bad input here fails before anything is sent
+    gate = evalkit.Gate.load(baseline, fail_on, alpha) if baseline is not None else None
+    settings = evalkit.RunSettings(
         models=model,
         concurrency=jobs,
         samples=samples,
@@ -187,91 +164,49 @@ def run(
         cache_dir=cache_dir_option,
         allow_overflow=allow_overflow,
         allow_outside_cases=allow_outside_cases,
+        on_start=lambda run_dir: typer.echo(console.run_directory(run_dir)),
+        offer_resume=_offer_resume,
     )
-    after = _AfterRun(baseline_frame, fail_on, alpha, write_report)
     if resume is not None:
-        raise typer.Exit(after(resume_run(resume, settings)))
+        raise typer.Exit(_after_run(evalkit.resume_run(resume, settings), gate, write_report))
     if not suites:
         raise ConfigError("give a suite file to run, or --resume RUN_DIR")
     worst = 0
     for path in suites:
-        suite = load_suite(path, allow_outside_cases)
+        suite = evalkit.load_suite(path, allow_outside_cases)
         if dry_run:
-            worst = max(worst, _dry_run(suite, settings, as_json))
+            estimate = evalkit.dry_run(suite, settings)
+            typer.echo(console.dry_run_text(estimate, as_json))
+            estimate.raise_for_problems()
             continue
-        unfinished = _offer_resume(suite, settings)
-        result = resume_run(unfinished, settings) if unfinished else run_suite(suite, settings)
-        worst = max(worst, after(result))
+        result = evalkit.run_suite(suite, settings)
+        worst = max(worst, _after_run(result, gate, write_report))
     if worst:
         raise typer.Exit(worst)
 
 
-def _dry_run(suite: Suite, settings: RunSettings, as_json: bool) -> int:
-    estimates = evalkit_dry_run(suite, settings)
-    if as_json:
-        typer.echo(
-            json.dumps(
-                {"suite": suite.source, "models": [e.as_dict() for e in estimates]}, indent=2
-            )
-        )
-    else:
-        typer.echo(f"{suite.source}: nothing sent (dry run)")
-        typer.echo(preflight_table(estimates))
-    problems = [] if settings.allow_overflow else overflow_problems(suite, estimates)
-    if problems:
-        raise SuiteError(problems)
-    return 0
-
-
-def _offer_resume(suite: Suite, settings: RunSettings) -> Path | None:
-    """An unfinished run of the same suite and models: resume it if the user says so."""
-    models = settings.models or [m.id for m in suite.models]
-    found = unfinished_runs(Path(settings.out), suite.source, models)
-    if not found:
-        return None
-    latest = found[-1]
+def _offer_resume(unfinished: Path) -> bool:
+    """Ask on a terminal; elsewhere say how to resume, and start a new run."""
     if sys.stdin.isatty() and sys.stdout.isatty():
-        if typer.confirm(f"{latest} did not finish. Resume it?", default=True):
-            return latest
-        return None
-    typer.echo(
-        f"note: {latest} did not finish; `evalkit run --resume {latest}` continues it", err=True
-    )
-    return None
+        return typer.confirm(console.resume_question(unfinished), default=True)
+    typer.echo(console.resume_note(unfinished), err=True)
+    return False
 
 
-class _AfterRun:
-    """Print a finished run's summary; compare with the baseline and write reports if asked."""
-
-    def __init__(
-        self, baseline: pd.DataFrame | None, fail_on: str, alpha: float, report: bool
-    ) -> None:
-        self.baseline, self.fail_on, self.alpha, self.report = baseline, fail_on, alpha, report
-
-    def __call__(self, result: RunResult) -> int:
-        for label, stats in result.per_model.items():
-            typer.echo(
-                f"{label}: {stats['requests']} requests, {stats['errors']} errors, "
-                f"{stats['cached']} cached, ${stats['cost_usd']:.4f}"
-            )
-        frame = result.frame if result.frame is not None else load_run(result.run_dir)
-        typer.echo(summary_table(summarize(frame)))
-        if result.failed_samples:
-            typer.echo(f"{result.failed_samples} sample(s) failed their checks")
-        if result.reason:
-            typer.echo(f"run {result.status}: {result.reason}", err=True)
-        code = result.exit_code
-        comparison = None
-        if self.baseline is not None and result.status == "complete":
-            comparison = compare_runs(self.baseline, frame, self.fail_on, self.alpha)
-            typer.echo(comparison_text(comparison))
-            code = 1 if comparison.failed else 0  # the gate decides, not each failing check
-        if self.report:
-            from evalkit.report import write_reports
-
-            for path in write_reports(result.run_dir, None, ("html", "md", "junit"), comparison):
-                typer.echo(str(path))
-        return code
+def _after_run(result: evalkit.RunResult, gate: evalkit.Gate | None, report: bool) -> int:
+    """Print a finished run, its comparison with the baseline, and its reports if asked."""
+    typer.echo(console.run_summary(result))
+    if result.reason:
+        typer.echo(console.run_reason(result), err=True)
+    if gate is not None:
+        result = gate.judge(result)
+    if result.comparison is not None:
+        typer.echo(console.comparison_text(result.comparison))
+    if report:
+        formats = ("html", "md", "junit")
+        for path in evalkit.write_reports(result.run_dir, None, formats, result.comparison):
+            typer.echo(str(path))
+    return result.exit_code
 
 
 @app.command()
@@ -282,10 +217,9 @@ def compare(
     alpha: AlphaOption = 0.05,
 ) -> None:
     """Which cases flipped between two runs, and whether it is a regression (exit 1)."""
-    result = compare_runs(load_run(base), load_run(new), fail_on, alpha)
-    typer.echo(comparison_text(result))
-    if result.failed:
-        raise typer.Exit(1)
+    comparison = evalkit.compare_runs(base, new, fail_on, alpha)
+    typer.echo(console.comparison_text(comparison))
+    raise typer.Exit(comparison.exit_code)
 
 
 @app.command()
@@ -304,13 +238,11 @@ def report(
     alpha: AlphaOption = 0.05,
 ) -> None:
     """Write report.html (self-contained), report.md (CI summary) and junit.xml."""
-    from evalkit.report import write_reports
-
     comparison = None
     if baseline is not None:
-        comparison = compare_runs(load_run(baseline), load_run(run_dir), fail_on, alpha)
+        comparison = evalkit.compare_runs(baseline, run_dir, fail_on, alpha)
     wanted = [f.strip() for f in formats.split(",") if f.strip()]
-    for path in write_reports(run_dir, out_dir, wanted, comparison):
+    for path in evalkit.write_reports(run_dir, out_dir, wanted, comparison):
         typer.echo(str(path))
 
 
@@ -323,16 +255,13 @@ app.add_typer(cache_app, name="cache")
 @cache_app.command("stats")
 def cache_stats(cache_dir_option: CacheDirOption = None) -> None:
     """Entries and size of the cache, per model."""
-    info = cache.stats(cache_dir(cache_dir_option))
-    typer.echo(f"{info['path']}: {info['entries']} answers, {info['bytes'] / 1e6:.1f} MB")
-    for name, count in sorted(info["models"].items()):
-        typer.echo(f"  {name}: {count}")
+    typer.echo(console.cache_stats_text(evalkit.cache_stats(evalkit.cache_dir(cache_dir_option))))
 
 
 @cache_app.command("clear")
 def cache_clear(cache_dir_option: CacheDirOption = None) -> None:
     """Delete every cached answer."""
-    typer.echo(f"removed {cache.clear(cache_dir(cache_dir_option))} cached answers")
+    typer.echo(f"removed {evalkit.clear_cache(evalkit.cache_dir(cache_dir_option))} cached answers")
 
 
 @cache_app.command("explain")
@@ -343,40 +272,34 @@ def cache_explain(
     cache_dir_option: CacheDirOption = None,
 ) -> None:
     """Print the cache key's parts for a case and model, to understand a surprising miss."""
-    for item in cache.explain(cache_dir(cache_dir_option), run_dir, case, model_name):
-        typer.echo(f"key {item['key']} (sample {item['sample']}, variant {item['variant'] or '-'})")
-        typer.echo(f"  in cache: {'yes' if item['in_cache'] else 'no'}")
-        typer.echo(f"  endpoint URL: {item['url']}")
-        typer.echo(f"  model: {item['model']}")
-        typer.echo(f"  sample index: {item['sample']}")
-        body = json.dumps(item["body"], indent=2, sort_keys=True)
-        typer.echo("  body: " + body.replace("\n", "\n  "))
+    items = evalkit.explain_cache(evalkit.cache_dir(cache_dir_option), run_dir, case, model_name)
+    typer.echo(console.cache_explain_text(items))
 
 
 @app.command()
 def models() -> None:
     """List the models evalkit knows: endpoint, context window, prices (USD per 1M tokens)."""
-    typer.echo(models_table())
+    typer.echo(console.models_table())
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI and return its exit code (see DESIGN.md: 0, 1, 2, 3, 4)."""
+    """Run the CLI and return its exit code (`evalkit.errors.exit_code` decides it)."""
     args = sys.argv[1:] if argv is None else argv
     try:
         result = app(args=args, prog_name="evalkit", standalone_mode=False)
     except EvalkitError as exc:
         typer.echo(str(exc), err=True)
-        return exc.exit_code
+        return exit_code(exc)
     except typer.Abort:
         typer.echo("interrupted", err=True)
-        return 3
+        return exit_code(complete=False)
     except typer.TyperException as exc:  # a usage error: bad option or argument
         show = getattr(exc, "show", None)
         if callable(show):
             show()
         else:
             typer.echo(str(exc), err=True)
-        return 2
+        return exit_code(UsageError(str(exc)))
     except Exception as exc:
         if "--debug" in args:
             traceback.print_exc()
@@ -385,10 +308,10 @@ def main(argv: list[str] | None = None) -> int:
             "it with the output of the same command run with --debug.",
             err=True,
         )
-        return 4
+        return exit_code(exc)
     if result == 130:  # Ctrl-C before the run began sending: an interrupted run
         typer.echo("interrupted", err=True)
-        return 3
+        return exit_code(complete=False)
     return result if isinstance(result, int) else 0
 
 

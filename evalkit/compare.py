@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from evalkit.errors import InputError
+from evalkit.errors import InputError, exit_code
 from evalkit.stats import holm, mcnemar_exact, min_detectable_difference, paired_bootstrap, wilson
 from evalkit.summary import summarize
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from evalkit.runner import RunResult
 
 KEY = ["case_id", "variant", "model"]
 
@@ -79,6 +82,11 @@ class RunComparison:
     def verdict(self) -> str:
         return "regression" if self.failed else "no regression"
 
+    @property
+    def exit_code(self) -> int:
+        """1: a regression by the policy (the CI gate fails); 0: none."""
+        return exit_code(failed=self.failed)
+
 
 def parse_policy(text: str) -> tuple[str, float]:
     """`any`, `significant` or `threshold:X` (X a pass-rate drop, 0..1)."""
@@ -95,12 +103,19 @@ def parse_policy(text: str) -> tuple[str, float]:
 
 
 def compare_runs(
-    base: pd.DataFrame,
-    new: pd.DataFrame,
+    base: pd.DataFrame | str | Path,
+    new: pd.DataFrame | str | Path,
     fail_on: str = "significant",
     alpha: float = 0.05,
 ) -> RunComparison:
-    """Flipped cases, the pass-rate change with its interval and McNemar p, and the verdict."""
+    """Flipped cases, the pass-rate change with its interval and McNemar p, and the verdict.
+
+    `base` and `new` are run directories, or their DataFrames as `load_run` returns them.
+    """
+    from evalkit.frame import load_run
+
+    base = load_run(base) if isinstance(base, str | Path) else base
+    new = load_run(new) if isinstance(new, str | Path) else new
     policy, threshold = parse_policy(fail_on)
     base_suite, new_suite = _one(base, "suite"), _one(new, "suite")
     if base_suite != new_suite:
@@ -156,6 +171,33 @@ def compare_runs(
         failed=bool(reasons),
         reasons=reasons,
     )
+
+
+@dataclass(frozen=True, eq=False)
+class Gate:
+    """A baseline run and the policy a new run is judged by (`run --baseline`)."""
+
+    baseline: pd.DataFrame
+    fail_on: str = "significant"
+    alpha: float = 0.05
+
+    @classmethod
+    def load(cls, run_dir: str | Path, fail_on: str = "significant", alpha: float = 0.05) -> Gate:
+        """Check the policy and read the baseline now, so bad input fails before a run."""
+        from evalkit.frame import load_run
+
+        parse_policy(fail_on)
+        return cls(load_run(run_dir), fail_on, alpha)
+
+    def judge(self, result: RunResult) -> RunResult:
+        """`result` with its comparison with the baseline, which then decides its exit code;
+        a run that did not complete is not compared (it exits 3 either way)."""
+        if result.status != "complete":
+            return result
+        frame = result.frame if result.frame is not None else result.run_dir
+        return replace(
+            result, comparison=compare_runs(self.baseline, frame, self.fail_on, self.alpha)
+        )
 
 
 def _per_model(a: pd.DataFrame, b: pd.DataFrame) -> list[dict[str, Any]]:

@@ -1,9 +1,12 @@
-"""Plain-text tables for the terminal and CI logs (no colour needed to read them)."""
+"""What the `evalkit` command prints: plain text for the terminal and CI logs (no colour
+needed to read it). Each function returns the text; the CLI decides where it goes."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from evalkit.catalog import CATALOG
 
@@ -11,6 +14,87 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from evalkit.compare import RunComparison
+    from evalkit.preflight import DryRun
+    from evalkit.runner import RunResult
+    from evalkit.suite import Suite
+
+
+def validated(path: Path, suite: Suite, models: int) -> str:
+    """`evalkit validate`'s line for a suite without problems, with what it would send."""
+    from evalkit.plan import count_requests
+
+    variants = len(suite.variant_prompts())
+    return (
+        f"{path}: ok ({len(suite.cases)} cases, {variants} variant(s), "
+        f"{models} model(s), {suite.samples} sample(s): {count_requests(suite) * models} requests)"
+    )
+
+
+def run_directory(path: Path) -> str:
+    """The first line of `evalkit run`, before anything is sent (tools read it)."""
+    return f"run directory: {path}"
+
+
+def resume_question(path: Path) -> str:
+    return f"{path} did not finish. Resume it?"
+
+
+def resume_note(path: Path) -> str:
+    return f"note: {path} did not finish; `evalkit run --resume {path}` continues it"
+
+
+def run_summary(result: RunResult) -> str:
+    """A finished run: each model's requests and cost, the summary table, failed samples."""
+    from evalkit.frame import load_run
+    from evalkit.summary import summarize
+
+    lines = [
+        f"{label}: {stats['requests']} requests, {stats['errors']} errors, "
+        f"{stats['cached']} cached, ${stats['cost_usd']:.4f}"
+        for label, stats in result.per_model.items()
+    ]
+    frame = result.frame if result.frame is not None else load_run(result.run_dir)
+    lines.append(summary_table(summarize(frame)))
+    if result.failed_samples:
+        lines.append(f"{result.failed_samples} sample(s) failed their checks")
+    return "\n".join(lines)
+
+
+def run_reason(result: RunResult) -> str:
+    """Why a run did not complete (for stderr)."""
+    return f"run {result.status}: {result.reason}"
+
+
+def dry_run_text(dry: DryRun, as_json: bool = False) -> str:
+    """`evalkit run --dry-run`: a table per suite, or JSON with `--json`."""
+    from evalkit.preflight import table as estimates_table
+
+    if as_json:
+        return json.dumps(dry.as_dict(), indent=2)
+    return f"{dry.suite}: nothing sent (dry run)\n{estimates_table(dry.estimates)}"
+
+
+def cache_stats_text(info: dict[str, Any]) -> str:
+    """`evalkit cache stats`: the cache's file and size, then its answers per model."""
+    lines = [f"{info['path']}: {info['entries']} answers, {info['bytes'] / 1e6:.1f} MB"]
+    lines += [f"  {name}: {count}" for name, count in sorted(info["models"].items())]
+    return "\n".join(lines)
+
+
+def cache_explain_text(items: list[dict[str, Any]]) -> str:
+    """`evalkit cache explain`: each request's key and the parts it hashes."""
+    lines = []
+    for item in items:
+        lines.append(
+            f"key {item['key']} (sample {item['sample']}, variant {item['variant'] or '-'})"
+        )
+        lines.append(f"  in cache: {'yes' if item['in_cache'] else 'no'}")
+        lines.append(f"  endpoint URL: {item['url']}")
+        lines.append(f"  model: {item['model']}")
+        lines.append(f"  sample index: {item['sample']}")
+        body = json.dumps(item["body"], indent=2, sort_keys=True)
+        lines.append("  body: " + body.replace("\n", "\n  "))
+    return "\n".join(lines)
 
 
 def table(rows: Sequence[Sequence[str]]) -> str:

@@ -1,10 +1,32 @@
-"""Every failure a user can cause or meet is an `EvalkitError`; the CLI maps each to an exit code.
+"""Every failure a user can cause or meet is an `EvalkitError`; `exit_code` maps it to a code.
 
     EvalkitError              exit 4 unless a subclass says otherwise
     ├── InputError            exit 2: bad input, nothing was sent
     │   ├── SuiteError        problems in a suite, each `FILE:LINE: where: what`
+    │   ├── TemplateError     a template that cannot be compiled or rendered
+    │   ├── Unsendable        a prompt or parameter a model's endpoint cannot take
+    │   ├── UsageError        a bad command-line option or argument
     │   └── ConfigError       bad options, unknown models, missing API keys
-    └── RunError              exit 3: a run that could not complete
+    │       └── UnknownModel  a model reference that cannot be used
+    └── RunError              exit 3: a run whose journal, manifest or report cannot be written
+
+A run that stops early for another reason (error rate, `--max-cost`, a signal) is no
+exception: it returns a `RunResult` with that status, and `exit_code` makes it 3 too.
+
+Validation turns `TemplateError`, `Unsendable` and `UnknownModel` into the `Problem`s of one
+`SuiteError`; calling `Renderer`, `plan` or `resolve` directly raises them as they are.
+
+These stay inside the modules that raise them, because they never reach the user as
+exceptions: each is caught where it is raised and becomes something the user reads.
+
+- `providers.ProviderError`: a request that failed; the dispatcher retries it or journals
+  an error record (its `error_type` and message are the report's error columns).
+- `dispatch.BudgetReached`: the next request would pass `--max-cost`; the run ends with
+  status `budget`, which is exit 3.
+- `sandbox.RenderLimit` (and `TooSlow`): a template asked for too much; `render.py` turns
+  it into a `TemplateError`.
+- `threads.TimedOut`, `threads.TooManyStuck`: a check ran past its time limit or was not
+  started; `scoring.py` turns them into a failed check with the reason.
 
 Anything else that escapes is a bug (exit 4).
 """
@@ -13,6 +35,8 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+
+from evalkit.locate import show_path
 
 
 class EvalkitError(Exception):
@@ -31,8 +55,38 @@ class ConfigError(InputError):
     """A bad option, an unknown model or endpoint, or a missing API key."""
 
 
+class UnknownModel(ConfigError):
+    """A model reference that cannot be used: no known model or endpoint, or an unusable
+    base URL or API key."""
+
+
+class UsageError(InputError):
+    """A command line typer could not parse: an unknown option, a bad value, a missing
+    argument (typer has printed the usage)."""
+
+
+class Unsendable(InputError):
+    """A prompt or parameter this model's endpoint cannot take; the message says why."""
+
+
+class TemplateError(InputError):
+    """A template that cannot be compiled or rendered; `what` says why, `path` where.
+
+    `undefined` tells a variable the case lacks (the case is at fault) from a broken
+    template (the template is at fault), so the error can point at the right line.
+    """
+
+    def __init__(self, what: str, path: tuple[str | int, ...], undefined: bool = False) -> None:
+        self.what = what
+        self.path = path
+        self.undefined = undefined
+        self.field = show_path(path)
+        super().__init__(f"{self.field}: {what}")
+
+
 class RunError(EvalkitError):
-    """A run that could not complete (error rate, budget, interruption)."""
+    """A run, or its report, that cannot be written to the end (a full disk, a read-only
+    folder); the message says what is kept and how to go on."""
 
     exit_code = 3
 
@@ -58,6 +112,25 @@ class SuiteError(InputError):
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = sorted(problems, key=lambda p: (p.file, p.line))
         super().__init__("\n".join(str(p) for p in self.problems))
+
+
+def exit_code(
+    error: BaseException | None = None, *, complete: bool = True, failed: bool = False
+) -> int:
+    """The exit code of a command; decided here and nowhere else (docs/design.md).
+
+    With an `error`: its `exit_code` for an `EvalkitError` (2 bad input, 3 a run that could
+    not complete), 3 for an interruption, 4 for anything else (a bug). Without: 3 when the
+    run did not `complete`, 1 when it `failed` (a kept sample failed a required check, or
+    the gate found a regression), 0 when all is good.
+    """
+    if error is not None:
+        if isinstance(error, EvalkitError):
+            return error.exit_code
+        return 3 if isinstance(error, KeyboardInterrupt) else 4
+    if not complete:
+        return RunError.exit_code
+    return 1 if failed else 0
 
 
 def did_you_mean(word: str, choices: list[str]) -> str:

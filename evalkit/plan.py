@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from evalkit.catalog import ModelInfo
 from evalkit.checkspec import Check
+from evalkit.errors import Unsendable
 from evalkit.render import Rendered, Renderer
 from evalkit.suite import Case, Params, Suite, Variant
 from evalkit.targets import Target
@@ -32,10 +33,6 @@ _CHAT_ONLY = (
     "functions",
     "function_call",
 )
-
-
-class Unsendable(ValueError):
-    """A prompt or parameter this model's endpoint cannot take; the message says why."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,10 +7,11 @@ a case whose prompt plus `max_tokens` cannot fit its model is bad input (exit 2)
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, overload
 
-from evalkit.errors import Problem
+from evalkit.errors import Problem, SuiteError
 from evalkit.plan import groups
 from evalkit.render import Renderer
 from evalkit.suite import Suite
@@ -31,6 +32,37 @@ class ModelEstimate:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class DryRun(Sequence[ModelEstimate]):
+    """`evalkit run --dry-run`: the estimate of each model (this is a sequence of them), and
+    the cases over a context window, which the run would refuse."""
+
+    suite: str  # the suite's file
+    estimates: list[ModelEstimate]
+    problems: list[Problem]  # empty with allow_overflow
+
+    @overload
+    def __getitem__(self, index: int) -> ModelEstimate: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[ModelEstimate]: ...
+    def __getitem__(self, index: int | slice) -> ModelEstimate | list[ModelEstimate]:
+        return self.estimates[index]
+
+    def __len__(self) -> int:
+        return len(self.estimates)
+
+    def __iter__(self) -> Iterator[ModelEstimate]:
+        return iter(self.estimates)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"suite": self.suite, "models": [e.as_dict() for e in self.estimates]}
+
+    def raise_for_problems(self) -> None:
+        """A `SuiteError` naming every case over its context window, if there is one."""
+        if self.problems:
+            raise SuiteError(self.problems)
 
 
 def estimate(

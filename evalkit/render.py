@@ -18,8 +18,7 @@ from jinja2 import StrictUndefined, Template, TemplateSyntaxError, UndefinedErro
 from jinja2.exceptions import SecurityError
 
 from evalkit.checkspec import UNTEMPLATED, Check
-from evalkit.errors import InputError
-from evalkit.locate import show_path
+from evalkit.errors import TemplateError
 from evalkit.sandbox import (
     MAX_OUTPUT_CHARS,
     BoundedEnvironment,
@@ -30,21 +29,6 @@ from evalkit.sandbox import (
     uncounted,
 )
 from evalkit.suite import Case, Message, Suite, Variant
-
-
-class TemplateError(InputError):
-    """A template that cannot be compiled or rendered; `what` says why, `path` where.
-
-    `undefined` tells a variable the case lacks (the case is at fault) from a broken
-    template (the template is at fault), so the error can point at the right line.
-    """
-
-    def __init__(self, what: str, path: tuple[str | int, ...], undefined: bool = False) -> None:
-        self.what = what
-        self.path = path
-        self.undefined = undefined
-        self.field = show_path(path)
-        super().__init__(f"{self.field}: {what}")
 
 
 @dataclass(frozen=True)

@@ -12,28 +12,31 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evalkit.budget import Budget
 from evalkit.cache import Cache, cache_dir
 from evalkit.dispatch import GRADED_BY_A_MODEL, Dispatcher, grader_model
-from evalkit.errors import ConfigError, InputError, RunError, SuiteError
+from evalkit.errors import ConfigError, InputError, RunError, SuiteError, exit_code
 from evalkit.frame import frame_of_journal
 from evalkit.limits import ModelLimits
 from evalkit.plan import count_requests, groups
-from evalkit.preflight import ModelEstimate, estimate
+from evalkit.preflight import DryRun, estimate, overflow_problems
 from evalkit.progress import Progress
 from evalkit.providers import Provider
 from evalkit.render import Renderer
-from evalkit.resume import ResumePlan, prepare
+from evalkit.resume import ResumePlan, prepare, unfinished_runs
 from evalkit.store import RESULTS, RunDir, file_sha256, new_run_id, now_iso, read_manifest
 from evalkit.suite import ModelSpec, Suite
 from evalkit.targets import Target, resolve
 from evalkit.validate import check_suite
+
+if TYPE_CHECKING:
+    from evalkit.compare import RunComparison
 
 
 @dataclass
@@ -56,10 +59,18 @@ class RunSettings:
     refresh: bool = False  # --refresh: write without reading
     cache_dir: Path | None = None
     allow_overflow: bool = False
+    # called with the run directory once it exists, before anything is sent
+    on_start: Callable[[Path], None] | None = field(default=None, repr=False)
+    # asked whether to resume the latest unfinished run of the same suite and models (True)
+    # instead of starting a new one; None: always start a new one
+    offer_resume: Callable[[Path], bool] | None = field(default=None, repr=False)
 
 
 @dataclass
 class RunResult:
+    """A finished run: its directory, status, counts and DataFrame; `Gate.judge` adds the
+    comparison with a baseline."""
+
     run_dir: Path
     status: str  # complete, failed, interrupted, budget
     requests: int
@@ -68,23 +79,34 @@ class RunResult:
     per_model: dict[str, dict[str, Any]] = field(default_factory=dict)
     failed_samples: int = 0  # kept samples that failed a required check
     frame: Any = field(default=None, repr=False)  # the run's DataFrame, as load_run returns it
+    comparison: RunComparison | None = None  # with a baseline (`Gate.judge`), once complete
 
     @property
     def exit_code(self) -> int:
-        """3: the run could not complete; 1: checks failed; 0: all good."""
-        if self.status != "complete":
-            return 3
-        return 1 if self.failed_samples else 0
+        """3: the run could not complete; 1: checks failed, or with a baseline the gate
+        found a regression (the gate decides, not each failing check); 0: all good."""
+        failed = self.comparison.failed if self.comparison else bool(self.failed_samples)
+        return exit_code(complete=self.status == "complete", failed=failed)
 
 
 def run_suite(suite: Suite, settings: RunSettings | None = None) -> RunResult:
-    """Send every request of `suite` and write a run directory (see store.py)."""
+    """Send every request of `suite` and write a run directory (see store.py).
+
+    With `settings.offer_resume`, the latest unfinished run of the same suite and models is
+    offered first, and resumed instead if the answer is yes.
+    """
     settings = settings or RunSettings()
+    offer = settings.offer_resume
+    if offer is not None:
+        unfinished = _unfinished_run(suite, settings)
+        if unfinished is not None and offer(unfinished):
+            return resume_run(unfinished, settings)
     targets, judges, keys, providers = _prepare(suite, settings)
     run = RunDir.create(
         Path(settings.out), new_run_id(suite.name or "suite"), _manifest(suite, targets, settings)
     )
-    print(f"run directory: {run.path}", flush=True)
+    if settings.on_start is not None:
+        settings.on_start(run.path)
     return asyncio.run(_execute(suite, targets, judges, keys, providers, settings, run, None))
 
 
@@ -145,14 +167,27 @@ def resume_run(run_dir: Path, settings: RunSettings | None = None) -> RunResult:
         with contextlib.suppress(RunError):
             run.close_journal()
         raise
-    print(f"run directory: {run.path}", flush=True)
+    if settings.on_start is not None:
+        settings.on_start(run.path)
     return asyncio.run(_execute(suite, targets, judges, keys, providers, settings, run, plan))
 
 
-def dry_run(suite: Suite, settings: RunSettings | None = None) -> list[ModelEstimate]:
-    """What the run would send, per model, and its cost bounds; sends nothing, needs no key."""
+def dry_run(suite: Suite, settings: RunSettings | None = None) -> DryRun:
+    """What the run would send, per model, and its cost bounds; sends nothing, needs no key.
+
+    The cases over a context window are its `problems` (none with `allow_overflow`).
+    """
     settings = settings or RunSettings()
-    return estimate(suite, _targets(suite, settings), settings.samples)
+    estimates = estimate(suite, _targets(suite, settings), settings.samples)
+    problems = [] if settings.allow_overflow else overflow_problems(suite, estimates)
+    return DryRun(suite.source, estimates, problems)
+
+
+def _unfinished_run(suite: Suite, settings: RunSettings) -> Path | None:
+    """The latest run of the same suite and models that did not finish, if any."""
+    models = settings.models or [m.id for m in suite.models]
+    found = unfinished_runs(Path(settings.out), suite.source, models)
+    return found[-1] if found else None
 
 
 def _targets(suite: Suite, settings: RunSettings, allow_overflow: bool = True) -> list[Target]:

@@ -15,16 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from evalkit.catalog import CATALOG, ModelInfo, generic, lookup, with_overrides
-from evalkit.errors import did_you_mean
+from evalkit.errors import UnknownModel, did_you_mean
 from evalkit.suite import Endpoint, ModelSpec, Params
 
 OPENAI_DEFAULT_URL = "https://api.openai.com/v1"
 DEFAULT_CONCURRENCY = 16
-
-
-class UnknownModel(ValueError):
-    """A model reference that cannot be used: no known model or endpoint, or an unusable
-    base URL or API key (validate.py turns it into a problem in the suite)."""
 
 
 @dataclass(frozen=True)

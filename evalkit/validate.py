@@ -13,12 +13,12 @@ from pydantic import ValidationError
 from pydantic_core import PydanticCustomError
 
 from evalkit.checkspec import Check, JudgeArg, ModerationArg, compile_regex
-from evalkit.errors import Problem
+from evalkit.errors import Problem, TemplateError, UnknownModel, Unsendable
 from evalkit.locate import show_path
-from evalkit.plan import Unsendable, build_body, endpoint_for, layered_params, templated_tools
-from evalkit.render import Rendered, Renderer, TemplateError
+from evalkit.plan import build_body, endpoint_for, layered_params, templated_tools
+from evalkit.render import Rendered, Renderer
 from evalkit.suite import Case, ModelSpec, Params, Suite, Variant
-from evalkit.targets import Target, UnknownModel, resolve
+from evalkit.targets import Target, resolve
 from evalkit.tokens import Counter
 
 _MAX_PROBLEMS = 100
@@ -287,7 +287,7 @@ def _check_judge(
         model = ModerationArg.model_validate(check.arg if isinstance(check.arg, dict) else {}).model
     try:
         target = resolve(ModelSpec(id=model), suite.endpoints, environ)
-    except ValueError as exc:  # UnknownModel, or a reference not written provider/model
+    except (UnknownModel, ValueError) as exc:  # or a reference not written provider/model
         report.add(path, f"{check.kind}: {exc}")
         return
     if (target.info.kind == "moderation") != (check.kind == "moderation"):

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from evalkit import SuiteError, check_suite, load_suite
-from evalkit.render import Renderer, TemplateError
+from evalkit.errors import TemplateError
+from evalkit.render import Renderer
 from evalkit.suite import ModelSpec
 from fake_openai import FakeOpenAI
 from tests.conftest import cli_env

@@ -6,7 +6,8 @@ import pytest
 
 from evalkit import Case, Check, Renderer, Suite, TemplateError, Variant
 from evalkit.catalog import lookup
-from evalkit.plan import Unsendable, endpoint_for
+from evalkit.errors import Unsendable
+from evalkit.plan import endpoint_for
 from evalkit.render import Rendered
 
 

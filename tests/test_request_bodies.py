@@ -27,9 +27,10 @@ from pydantic import ValidationError
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from evalkit.errors import Unsendable
 from evalkit.load import load_suite
 from evalkit.moderation import moderation_request
-from evalkit.plan import Endpoint, Unsendable, build_body, plan
+from evalkit.plan import Endpoint, build_body, plan
 from evalkit.render import Rendered, Renderer
 from evalkit.suite import Case, Message, ModelSpec, Params, Suite
 from evalkit.targets import resolve
