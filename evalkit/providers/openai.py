@@ -20,8 +20,9 @@ import asyncio
 import contextlib
 import json
 import re
+import sys
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable
 from typing import Any
 
 import aiohttp
@@ -91,7 +92,7 @@ class OpenAIProvider:
     async def complete(self, request: Request) -> Completion:
         """One attempt, whole within `timeout_s`; what it returns or raises is scrubbed."""
         try:
-            completion = await asyncio.wait_for(self._attempt(request), self._timeout_s)
+            completion = await _within(self._attempt(request), self._timeout_s)
             return self._scrub.completion(completion)
         except asyncio.TimeoutError:
             raise ProviderError(
@@ -123,6 +124,15 @@ class OpenAIProvider:
             ) from None
         except (httpx.TransportError, aiohttp.ClientError, OSError) as exc:
             raise _transport_error(exc) from None
+
+
+async def _within(attempt: Awaitable[Completion], seconds: float) -> Completion:
+    """`attempt` awaited for at most `seconds` (asyncio.TimeoutError past them): in the
+    calling task with `asyncio.timeout` (3.11+), not in a task of its own as `wait_for`."""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            return await attempt
+    return await asyncio.wait_for(attempt, seconds)  # pragma: no cover  (3.10)
 
 
 async def _read(response: httpx.Response, request: Request, started: float) -> Completion:
