@@ -27,6 +27,7 @@ from typing import Any
 
 import aiohttp
 import httpx
+from httpx_aiohttp.transport import AiohttpResponseStream, map_aiohttp_exceptions
 
 from evalkit.plan import Request
 from evalkit.providers import Choice, Completion, ProviderError
@@ -151,6 +152,10 @@ async def _read(response: httpx.Response, request: Request, started: float) -> C
 async def _body(response: httpx.Response, cap: int, request: Request, cut: bool = False) -> bytes:
     """The decoded body; past `cap` bytes, a `response_too_large` error, or with `cut` its
     first `cap` bytes."""
+    whole = _whole_body(response, cap)
+    if whole is not None:
+        with map_aiohttp_exceptions():  # as the stream would raise them
+            return await whole.read()
     parts: list[bytes] = []
     size = 0
     async for chunk in response.aiter_bytes():
@@ -161,6 +166,23 @@ async def _body(response: httpx.Response, cap: int, request: Request, cut: bool 
                 break
             raise _too_large(request, cap)
     return b"".join(parts)[:cap]
+
+
+def _whole_body(response: httpx.Response, cap: int) -> aiohttp.ClientResponse | None:
+    """The aiohttp response under `response` when its body can be read in one call: not
+    encoded (the bytes on the wire are the body) and announced at most `cap` bytes long
+    (aiohttp reads exactly Content-Length bytes, whatever the server sends after them)."""
+    stream = response.stream
+    if type(stream) is not AiohttpResponseStream:
+        return None
+    headers = response.headers
+    length = headers.get("content-length")
+    if length is None or not length.isdigit() or int(length) > cap:
+        return None
+    if headers.get("content-encoding", "identity").strip().lower() != "identity":
+        return None
+    raw = getattr(stream, "_aiohttp_response", None)
+    return raw if isinstance(raw, aiohttp.ClientResponse) else None
 
 
 async def _lines(response: httpx.Response, request: Request) -> AsyncGenerator[str, None]:
