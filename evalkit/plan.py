@@ -34,6 +34,10 @@ _CHAT_ONLY = (
 )
 
 
+# json.dumps(body, sort_keys=True, separators=(",", ":")), its encoder built once
+_WIRE = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
 class Unsendable(ValueError):
     """A prompt or parameter this model's endpoint cannot take; the message says why."""
 
@@ -69,7 +73,7 @@ class Request:
         `key_sample=0`: grading the same output twice is the same request, whatever sample
         it belongs to.
         """
-        wire = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        wire = _WIRE.encode(body)
         url = json.dumps(f"{target.base_url}/{endpoint}")
         keyed = sample if key_sample is None else key_sample
         canonical = f"[{url},{wire},{keyed}]"  # == json.dumps([url, body, sample], sorted)

@@ -33,6 +33,8 @@ MANIFEST = "manifest.json"
 JOURNAL = "journal.jsonl"
 RESULTS = "results.parquet"
 WARN_LINES = 5  # lines skipped with a warning of their own; the rest are counted
+# json.dumps(entry, separators=(",", ":"), default=str), its encoder built once, not per line
+_LINE = json.JSONEncoder(separators=(",", ":"), default=str)
 
 
 @dataclass
@@ -110,7 +112,7 @@ class RunDir:
         every later append repeats why."""
         if self._journal is None:
             raise RunError(self._failure or f"the journal {self.path / JOURNAL} is not open")
-        line = json.dumps(entry, separators=(",", ":"), default=str) + "\n"  # ASCII
+        line = _LINE.encode(entry) + "\n"  # ASCII
         try:
             self._journal.write(line)
             self._journal.flush()
