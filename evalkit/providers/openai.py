@@ -27,7 +27,12 @@ from typing import Any
 
 import aiohttp
 import httpx
-from httpx_aiohttp.transport import AiohttpResponseStream, map_aiohttp_exceptions
+import yarl
+from httpx_aiohttp.transport import (
+    AiohttpResponseStream,
+    AiohttpTransport,
+    map_aiohttp_exceptions,
+)
 
 from evalkit.plan import Request
 from evalkit.providers import Choice, Completion, ProviderError
@@ -89,6 +94,12 @@ class OpenAIProvider:
         self._timeout_s = timeout_s  # the whole attempt; a connection may take at most 30 s of it
         self._timeout = {"connect": min(timeout_s, 30.0)}
         self._scrub = Scrubber(api_key)
+        # over httpx-aiohttp's own transport, the request goes to its aiohttp session with
+        # what that transport would pass it, without building httpx's request and headers
+        self._aiohttp = type(transport) is AiohttpTransport and transport.proxy is None
+        self._yarl_urls = {kind: yarl.URL(str(url)) for kind, url in self._urls.items()}
+        self._plain_headers = dict(self._headers)
+        self._client_timeout = aiohttp.ClientTimeout(sock_connect=self._timeout["connect"])
 
     async def complete(self, request: Request) -> Completion:
         """One attempt, whole within `timeout_s`; what it returns or raises is scrubbed."""
@@ -106,15 +117,18 @@ class OpenAIProvider:
 
     async def _attempt(self, request: Request) -> Completion:
         started = time.perf_counter()
-        http = httpx.Request(
-            "POST",
-            self._urls[request.endpoint],
-            headers=self._headers,
-            content=request.wire.encode(),
-            extensions={"timeout": self._timeout},
-        )
         try:
-            response = await self._transport.handle_async_request(http)
+            if self._aiohttp:
+                response = await self._send_aiohttp(request)
+            else:
+                http = httpx.Request(
+                    "POST",
+                    self._urls[request.endpoint],
+                    headers=self._headers,
+                    content=request.wire.encode(),
+                    extensions={"timeout": self._timeout},
+                )
+                response = await self._transport.handle_async_request(http)
             try:
                 return await _read(response, request, started)
             finally:
@@ -125,6 +139,38 @@ class OpenAIProvider:
             ) from None
         except (httpx.TransportError, aiohttp.ClientError, OSError) as exc:
             raise _transport_error(exc) from None
+
+    async def _send_aiohttp(self, request: Request) -> httpx.Response:
+        """What `AiohttpTransport.handle_async_request` does for this request (the same
+        session, options and error mapping), with the URL, headers and timeout built once."""
+        transport = self._transport
+        assert isinstance(transport, AiohttpTransport)
+        if not isinstance(transport.client, aiohttp.ClientSession):
+            transport.client = transport.get_client()
+        with map_aiohttp_exceptions():
+            raw = await transport.client.request(
+                method="POST",
+                url=self._yarl_urls[request.endpoint],
+                headers=self._plain_headers,
+                data=request.wire.encode(),
+                allow_redirects=False,
+                auto_decompress=False,
+                compress=False,
+                timeout=self._client_timeout,
+                server_hostname=None,
+                proxy=None,
+                proxy_auth=None,
+                proxy_headers=None,
+            ).__aenter__()
+        extensions = {"http_version": b"HTTP/1.1"}
+        if raw.reason:
+            extensions["reason_phrase"] = raw.reason.encode()
+        return httpx.Response(
+            status_code=raw.status,
+            headers=raw.raw_headers,
+            stream=AiohttpResponseStream(raw),
+            extensions=extensions,
+        )
 
 
 async def _within(attempt: Awaitable[Completion], seconds: float) -> Completion:
