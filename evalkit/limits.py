@@ -57,6 +57,13 @@ class ModelLimits:
 
     async def acquire(self, tokens: int) -> None:
         """Wait for a slot, the end of any pause, and room in the per-minute budgets."""
+        try:
+            await self._acquire(tokens)
+        except BaseException:
+            self._wake()  # a waiter cancelled on its way: any slot it leaves goes to the next
+            raise
+
+    async def _acquire(self, tokens: int) -> None:
         woken = False  # once woken, a waiter goes before those still in line
         while True:
             if self.paused_until:

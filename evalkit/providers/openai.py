@@ -223,7 +223,7 @@ def _whole_body(response: httpx.Response, cap: int) -> aiohttp.ClientResponse | 
         return None
     headers = response.headers
     length = headers.get("content-length")
-    if length is None or not length.isdigit() or int(length) > cap:
+    if length is None or not (length.isascii() and length.isdigit()) or int(length) > cap:
         return None
     if headers.get("content-encoding", "identity").strip().lower() != "identity":
         return None
