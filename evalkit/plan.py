@@ -21,6 +21,8 @@ from evalkit.suite import Case, Params, Suite, Variant
 from evalkit.targets import Target
 
 Endpoint = Literal["chat", "completions", "moderations"]
+# json.dumps(body, sort_keys=True, separators=(",", ":")), its encoder built once
+_WIRE = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
 _COMPLETIONS_ONLY = ("echo", "best_of", "suffix")
 _CHAT_ONLY = (
@@ -32,10 +34,6 @@ _CHAT_ONLY = (
     "functions",
     "function_call",
 )
-
-
-# json.dumps(body, sort_keys=True, separators=(",", ":")), its encoder built once
-_WIRE = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
 
 class Unsendable(ValueError):
