@@ -275,14 +275,15 @@ class Dispatcher:
         except BaseException:
             self.budget.settle(reserved, 0.0)
             raise
-        entry = _entry(request, started_at, attempts, answer=_answer(completion))
+        answer = _answer(completion)
+        entry = _entry(request, started_at, attempts, answer=answer)  # copies the choices
         charged = entry["cost_usd"]
         if charged is None:  # no believable usage: charge the most the request could cost
             charged = reserved or max_cost(request, self._counter(request.target))
             entry["charged_usd"] = charged
         self.budget.settle(reserved, charged)
         if self.cache is not None:
-            self.cache.put(request, _answer(completion))
+            self.cache.put(request, answer)
         return entry
 
     def _counter(self, target: Target) -> Counter:

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 # name -> (pandas dtype, meaning); the order is the DataFrame's column order
+_TEXT = json.JSONEncoder(ensure_ascii=False)  # json.dumps(v, ensure_ascii=False), built once
+
 COLUMNS: dict[str, tuple[str, str]] = {
     "run_id": ("string", "the run this row belongs to"),
     "suite": ("string", "suite name"),
@@ -252,4 +254,4 @@ def _calls_json(calls: Any) -> str | None:
 
 
 def _json(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, ensure_ascii=False)
+    return None if value is None else _TEXT.encode(value)

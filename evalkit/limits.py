@@ -8,7 +8,9 @@ run of successes as long as the current limit grows it by one, back to the confi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections import deque
 
 
 class _Bucket:
@@ -33,7 +35,13 @@ class _Bucket:
 
 
 class ModelLimits:
-    """The gate every request to one model passes before it is sent."""
+    """The gate every request to one model passes before it is sent.
+
+    Single-threaded (one event loop): a request that finds a free slot, no pause and no
+    per-minute limit takes it at once, without a lock; one that finds none waits in line,
+    first come first served, and a release wakes only as many waiters as there are free
+    slots (not every waiter, each to find the slot taken).
+    """
 
     def __init__(self, concurrency: int, rpm: int | None = None, tpm: int | None = None) -> None:
         self.cap = concurrency
@@ -44,54 +52,84 @@ class ModelLimits:
         self._rpm = _Bucket(rpm) if rpm else None
         self._tpm = _Bucket(tpm) if tpm else None
         self.counts_tokens = self._tpm is not None  # only then is a request's size estimated
-        self._changed = asyncio.Condition()
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._woken = 0  # waiters woken for a free slot that have not run yet
 
     async def acquire(self, tokens: int) -> None:
         """Wait for a slot, the end of any pause, and room in the per-minute budgets."""
-        async with self._changed:
-            while True:
+        try:
+            await self._acquire(tokens)
+        except BaseException:
+            self._wake()  # a waiter cancelled on its way: any slot it leaves goes to the next
+            raise
+
+    async def _acquire(self, tokens: int) -> None:
+        woken = False  # once woken, a waiter goes before those still in line
+        while True:
+            if self.paused_until:
                 pause = self.paused_until - time.monotonic()
                 if pause > 0:
-                    await _sleep_released(self._changed, pause)
+                    await asyncio.sleep(pause)
                     continue
-                if self.in_flight >= self.limit:
-                    await self._changed.wait()
-                    continue
-                wait = max(
-                    self._rpm.wait_for(1) if self._rpm else 0.0,
-                    self._tpm.wait_for(tokens) if self._tpm else 0.0,
-                )
-                if wait > 0:
-                    await _sleep_released(self._changed, wait)
-                    continue
-                if self._rpm:
-                    self._rpm.take(1)
-                if self._tpm:
-                    self._tpm.take(tokens)
-                self.in_flight += 1
-                return
+            if woken:
+                blocked = self.in_flight >= self.limit
+            else:  # a newcomer neither takes a slot a woken waiter was given, nor jumps the line
+                blocked = self.in_flight + self._woken >= self.limit or bool(self._waiters)
+            if blocked:
+                await self._wait_for_slot()
+                woken = True
+                continue
+            wait = max(
+                self._rpm.wait_for(1) if self._rpm else 0.0,
+                self._tpm.wait_for(tokens) if self._tpm else 0.0,
+            )
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            if self._rpm:
+                self._rpm.take(1)
+            if self._tpm:
+                self._tpm.take(tokens)
+            self.in_flight += 1
+            self._wake()  # a slot still free goes to the next in line
+            return
+
+    async def _wait_for_slot(self) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self._woken -= 1
+                self._wake()  # woken, then cancelled: the wake-up goes to the next in line
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            raise
+        self._woken -= 1
+
+    def _wake(self) -> None:
+        """Wake as many waiters as there are free slots."""
+        free = self.limit - self.in_flight - self._woken
+        while free > 0 and self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                self._woken += 1
+                free -= 1
 
     async def release(self, rate_limited_for: float | None = None, ok: bool = True) -> None:
         """Give the slot back; after a 429, shrink and pause (`rate_limited_for` seconds)."""
-        async with self._changed:
-            self.in_flight -= 1
-            if rate_limited_for is not None:
-                self.limit = max(1, self.limit // 2)
+        self.in_flight -= 1
+        if rate_limited_for is not None:
+            self.limit = max(1, self.limit // 2)
+            self._successes = 0
+            until = time.monotonic() + rate_limited_for
+            self.paused_until = max(self.paused_until, until)
+        elif ok and self.limit < self.cap:
+            self._successes += 1
+            if self._successes >= self.limit:
+                self.limit += 1
                 self._successes = 0
-                until = time.monotonic() + rate_limited_for
-                self.paused_until = max(self.paused_until, until)
-            elif ok and self.limit < self.cap:
-                self._successes += 1
-                if self._successes >= self.limit:
-                    self.limit += 1
-                    self._successes = 0
-            self._changed.notify_all()
-
-
-async def _sleep_released(condition: asyncio.Condition, seconds: float) -> None:
-    """Sleep without holding the condition's lock, so releases can still happen."""
-    condition.release()
-    try:
-        await asyncio.sleep(seconds)
-    finally:
-        await condition.acquire()
+        self._wake()

@@ -22,6 +22,8 @@ from evalkit.suite import Case, Params, Suite, Variant
 from evalkit.targets import Target
 
 Endpoint = Literal["chat", "completions", "moderations"]
+# json.dumps(body, sort_keys=True, separators=(",", ":")), its encoder built once
+_WIRE = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
 _COMPLETIONS_ONLY = ("echo", "best_of", "suffix")
 _CHAT_ONLY = (
@@ -66,7 +68,7 @@ class Request:
         `key_sample=0`: grading the same output twice is the same request, whatever sample
         it belongs to.
         """
-        wire = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        wire = _WIRE.encode(body)
         url = json.dumps(f"{target.base_url}/{endpoint}")
         keyed = sample if key_sample is None else key_sample
         canonical = f"[{url},{wire},{keyed}]"  # == json.dumps([url, body, sample], sorted)

@@ -45,6 +45,10 @@ class Scorer:
 
     async def score(self, entry: dict[str, Any], checks: Mapping[str, Check]) -> None:
         """Each choice's verdicts, stored with it (judge and moderation checks come later)."""
+        if all(check.kind in GRADED_BY_A_MODEL for check in checks.values()):
+            for choice in entry.get("choices") or []:
+                choice["checks"] = {}  # nothing to check here: no record to build
+            return
         base = {k: v for k, v in entry.items() if k != "choices"}
         timed: list[tuple[dict[str, Any], str, Check, Awaitable[Verdict]]] = []
         for choice in entry.get("choices") or []:

@@ -20,6 +20,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
@@ -32,6 +33,22 @@ MANIFEST = "manifest.json"
 JOURNAL = "journal.jsonl"
 RESULTS = "results.parquet"
 WARN_LINES = 5  # lines skipped with a warning of their own; the rest are counted
+# json.dumps(entry, separators=(",", ":"), default=str), its encoder built once, not per line
+_LINE = json.JSONEncoder(separators=(",", ":"), default=str)
+
+
+@dataclass
+class _Appended:
+    """What this process appended to one journal, so that reading it back can tell its own
+    lines (written from entries, not to be re-validated) from lines others wrote."""
+
+    device: int
+    inode: int
+    lines_before: int | None  # lines the journal held when opened; None: cannot be told
+    size: int  # bytes after this process's last append
+
+
+_APPENDED: dict[str, _Appended] = {}  # by the journal's absolute path
 
 
 def now_iso() -> str:
@@ -86,16 +103,21 @@ class RunDir:
             self._journal = path.open("a", encoding="utf-8")
         except OSError as exc:
             raise InputError(f"cannot append to the journal {path}: {exc.strerror}") from None
+        _APPENDED.pop(os.path.abspath(path), None)
+        with contextlib.suppress(OSError):
+            _APPENDED[os.path.abspath(path)] = _appended(path, os.fstat(self._journal.fileno()))
 
     def append(self, entry: dict[str, Any]) -> None:
         """Write one finished request; fails loudly (RunError) if it cannot be written, and
         every later append repeats why."""
         if self._journal is None:
             raise RunError(self._failure or f"the journal {self.path / JOURNAL} is not open")
+        line = _LINE.encode(entry) + "\n"  # ASCII
         try:
-            self._journal.write(json.dumps(entry, separators=(",", ":"), default=str) + "\n")
+            self._journal.write(line)
             self._journal.flush()
         except OSError as exc:
+            _APPENDED.pop(os.path.abspath(self.path / JOURNAL), None)  # its end is unknown
             journal, self._journal = self._journal, None
             with contextlib.suppress(OSError):
                 journal.close()  # its buffer cannot be written either; drop it
@@ -104,6 +126,9 @@ class RunDir:
                 "everything written before this request is kept"
             )
             raise RunError(self._failure) from None
+        appended = _APPENDED.get(os.path.abspath(self.path / JOURNAL))
+        if appended is not None:
+            appended.size += len(line)
 
     def close_journal(self) -> None:
         """Flush the journal to disk and close it; RunError when the disk refuses."""
@@ -197,13 +222,52 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
     return dict(manifest)
 
 
+def _appended(path: Path, stat: os.stat_result) -> _Appended:
+    """The journal at `path` as this process opens it for appending (`stat` of the open file)."""
+    # lines are counted as `read_journal` reads them (universal newlines): only when the
+    # earlier lines hold no carriage return can their number be told from b"\n"
+    before: int | None = 0
+    with path.open("rb") as earlier:
+        left = stat.st_size
+        while left > 0 and before is not None:
+            chunk = earlier.read(min(left, 1 << 20))
+            if not chunk or b"\r" in chunk:
+                before = None
+            else:
+                before += chunk.count(b"\n")
+                left -= len(chunk)
+    return _Appended(stat.st_dev, stat.st_ino, before, stat.st_size)
+
+
+def _own_lines_from(path: Path) -> int | None:
+    """The line number after which every line of `path` was appended by this process, when
+    the file is still exactly what this process left (None otherwise)."""
+    appended = _APPENDED.get(os.path.abspath(path))
+    if appended is None or appended.lines_before is None:
+        return None
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    if (stat.st_dev, stat.st_ino, stat.st_size) != (
+        appended.device,
+        appended.inode,
+        appended.size,
+    ):
+        return None
+    return appended.lines_before
+
+
 def read_journal(run_dir: Path, warn: bool = True) -> Iterator[dict[str, Any]]:
     """Every complete journal entry, in order. A torn last line (the writer died mid-line) is
     skipped quietly; a line that is not an entry (not JSON, `{}`, a request without its key)
-    is skipped with a warning on standard error, unless `warn` is False."""
+    is skipped with a warning on standard error, unless `warn` is False. Lines this process
+    appended itself (the file unchanged since) are entries by construction and are only
+    parsed."""
     path = run_dir / JOURNAL
     if not path.exists():
         return
+    own_after = _own_lines_from(path)
     skipped = 0
     with path.open("r", encoding="utf-8", errors="replace") as lines:
         for number, line in enumerate(lines, 1):
@@ -214,7 +278,8 @@ def read_journal(run_dir: Path, warn: bool = True) -> Iterator[dict[str, Any]]:
             except (ValueError, RecursionError):
                 problem: str | None = "not JSON"
             else:
-                problem = journal_problem(entry)
+                own = own_after is not None and number > own_after
+                problem = None if own else journal_problem(entry)
             if problem is None:
                 yield entry
                 continue

@@ -20,12 +20,19 @@ import asyncio
 import contextlib
 import json
 import re
+import sys
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable
 from typing import Any
 
 import aiohttp
 import httpx
+import yarl
+from httpx_aiohttp.transport import (
+    AiohttpResponseStream,
+    AiohttpTransport,
+    map_aiohttp_exceptions,
+)
 
 from evalkit.plan import Request
 from evalkit.providers import Choice, Completion, ProviderError
@@ -87,11 +94,17 @@ class OpenAIProvider:
         self._timeout_s = timeout_s  # the whole attempt; a connection may take at most 30 s of it
         self._timeout = {"connect": min(timeout_s, 30.0)}
         self._scrub = Scrubber(api_key)
+        # over httpx-aiohttp's own transport, the request goes to its aiohttp session with
+        # what that transport would pass it, without building httpx's request and headers
+        self._aiohttp = type(transport) is AiohttpTransport and transport.proxy is None
+        self._yarl_urls = {kind: yarl.URL(str(url)) for kind, url in self._urls.items()}
+        self._plain_headers = dict(self._headers)
+        self._client_timeout = aiohttp.ClientTimeout(sock_connect=self._timeout["connect"])
 
     async def complete(self, request: Request) -> Completion:
         """One attempt, whole within `timeout_s`; what it returns or raises is scrubbed."""
         try:
-            completion = await asyncio.wait_for(self._attempt(request), self._timeout_s)
+            completion = await _within(self._attempt(request), self._timeout_s)
             return self._scrub.completion(completion)
         except asyncio.TimeoutError:
             raise ProviderError(
@@ -104,15 +117,18 @@ class OpenAIProvider:
 
     async def _attempt(self, request: Request) -> Completion:
         started = time.perf_counter()
-        http = httpx.Request(
-            "POST",
-            self._urls[request.endpoint],
-            headers=self._headers,
-            content=request.wire.encode(),
-            extensions={"timeout": self._timeout},
-        )
         try:
-            response = await self._transport.handle_async_request(http)
+            if self._aiohttp:
+                response = await self._send_aiohttp(request)
+            else:
+                http = httpx.Request(
+                    "POST",
+                    self._urls[request.endpoint],
+                    headers=self._headers,
+                    content=request.wire.encode(),
+                    extensions={"timeout": self._timeout},
+                )
+                response = await self._transport.handle_async_request(http)
             try:
                 return await _read(response, request, started)
             finally:
@@ -123,6 +139,47 @@ class OpenAIProvider:
             ) from None
         except (httpx.TransportError, aiohttp.ClientError, OSError) as exc:
             raise _transport_error(exc) from None
+
+    async def _send_aiohttp(self, request: Request) -> httpx.Response:
+        """What `AiohttpTransport.handle_async_request` does for this request (the same
+        session, options and error mapping), with the URL, headers and timeout built once."""
+        transport = self._transport
+        assert isinstance(transport, AiohttpTransport)
+        if not isinstance(transport.client, aiohttp.ClientSession):
+            transport.client = transport.get_client()
+        with map_aiohttp_exceptions():
+            raw = await transport.client.request(
+                method="POST",
+                url=self._yarl_urls[request.endpoint],
+                headers=self._plain_headers,
+                data=request.wire.encode(),
+                allow_redirects=False,
+                auto_decompress=False,
+                compress=False,
+                timeout=self._client_timeout,
+                server_hostname=None,
+                proxy=None,
+                proxy_auth=None,
+                proxy_headers=None,
+            ).__aenter__()
+        extensions = {"http_version": b"HTTP/1.1"}
+        if raw.reason:
+            extensions["reason_phrase"] = raw.reason.encode()
+        return httpx.Response(
+            status_code=raw.status,
+            headers=raw.raw_headers,
+            stream=AiohttpResponseStream(raw),
+            extensions=extensions,
+        )
+
+
+async def _within(attempt: Awaitable[Completion], seconds: float) -> Completion:
+    """`attempt` awaited for at most `seconds` (asyncio.TimeoutError past them): in the
+    calling task with `asyncio.timeout` (3.11+), not in a task of its own as `wait_for`."""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            return await attempt
+    return await asyncio.wait_for(attempt, seconds)  # pragma: no cover  (3.10)
 
 
 async def _read(response: httpx.Response, request: Request, started: float) -> Completion:
@@ -141,6 +198,10 @@ async def _read(response: httpx.Response, request: Request, started: float) -> C
 async def _body(response: httpx.Response, cap: int, request: Request, cut: bool = False) -> bytes:
     """The decoded body; past `cap` bytes, a `response_too_large` error, or with `cut` its
     first `cap` bytes."""
+    whole = _whole_body(response, cap)
+    if whole is not None:
+        with map_aiohttp_exceptions():  # as the stream would raise them
+            return await whole.read()
     parts: list[bytes] = []
     size = 0
     async for chunk in response.aiter_bytes():
@@ -151,6 +212,23 @@ async def _body(response: httpx.Response, cap: int, request: Request, cut: bool 
                 break
             raise _too_large(request, cap)
     return b"".join(parts)[:cap]
+
+
+def _whole_body(response: httpx.Response, cap: int) -> aiohttp.ClientResponse | None:
+    """The aiohttp response under `response` when its body can be read in one call: not
+    encoded (the bytes on the wire are the body) and announced at most `cap` bytes long
+    (aiohttp reads exactly Content-Length bytes, whatever the server sends after them)."""
+    stream = response.stream
+    if type(stream) is not AiohttpResponseStream:
+        return None
+    headers = response.headers
+    length = headers.get("content-length")
+    if length is None or not (length.isascii() and length.isdigit()) or int(length) > cap:
+        return None
+    if headers.get("content-encoding", "identity").strip().lower() != "identity":
+        return None
+    raw = getattr(stream, "_aiohttp_response", None)
+    return raw if isinstance(raw, aiohttp.ClientResponse) else None
 
 
 async def _lines(response: httpx.Response, request: Request) -> AsyncGenerator[str, None]:
