@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import resource
+import subprocess
+import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -67,3 +70,29 @@ def openai(fake_server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> Iterator
     monkeypatch.setenv("OPENAI_BASE_URL", fake_server.url)
     monkeypatch.setenv("OPENAI_API_KEY", TEST_KEY)
     yield fake_server
+
+
+def run_evalkit(
+    *args: str,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 90,
+    memory_limit: int | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`evalkit ARGS` in a subprocess with no stdin: a hang fails the test at `timeout`, and
+    `memory_limit` (bytes of address space) stops an input built to blow memory up."""
+
+    def limit_memory() -> None:
+        if memory_limit is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
+
+    return subprocess.run(
+        [sys.executable, "-m", "evalkit", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=limit_memory,
+    )

@@ -14,7 +14,6 @@ import asyncio
 import gzip
 import json
 import subprocess
-import sys
 import threading
 import unicodedata
 from collections.abc import Awaitable, Callable, Iterable
@@ -29,7 +28,7 @@ from evalkit import RunResult, RunSettings, load_run, load_suite, run_suite
 from evalkit.report import write_reports
 from evalkit.retry import MAX_HINT_S, retry_after
 from evalkit.store import read_journal
-from tests.conftest import cli_env
+from tests.conftest import cli_env, run_evalkit
 
 HOST = "127.0.0.1"
 SERVE_AT_MOST_S = 120.0  # every endless answer below stops by itself after this
@@ -189,20 +188,6 @@ def run(path: Path, server: Hostile, key: str = KEY, retries: int = 1) -> RunRes
     return run_suite(load_suite(path), settings)
 
 
-def cli(
-    cwd: Path, *args: str, env: dict[str, str], timeout: float = 90
-) -> subprocess.CompletedProcess[str]:
-    """`evalkit ARGS` in a subprocess; a run that hangs fails the test at `timeout`."""
-    return subprocess.run(
-        [sys.executable, "-m", "evalkit", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 def entries(run_dir: Path) -> list[dict[str, Any]]:
     """The journal's request entries."""
     return [e for e in read_journal(run_dir) if e.get("kind") is None]
@@ -258,7 +243,7 @@ def test_a_key_echoed_in_any_json_spelling_is_redacted_everywhere(
     server.handler = echo_the_key(spell)
     suite(write, cases=3)
     env = cli_env(server.url, KEY)
-    result = cli(tmp_path, "run", "s.yaml", "--out", "runs", "--report", env=env)
+    result = run_evalkit("run", "s.yaml", "--out", "runs", "--report", cwd=tmp_path, env=env)
     assert result.returncode == 3, result.stderr  # the 401 stopped the model
     run_dir = run_dir_of(result, tmp_path)
     assert {"report.html", "report.md", "junit.xml", "results.parquet"} <= {
@@ -276,7 +261,7 @@ def test_a_key_with_surrounding_whitespace_is_redacted_as_the_server_saw_it(
     server.handler = echo_the_key(lambda key: key)
     suite(write, cases=3)
     env = cli_env(server.url, padded)
-    result = cli(tmp_path, "run", "s.yaml", "--out", "runs", "--report", env=env)
+    result = run_evalkit("run", "s.yaml", "--out", "runs", "--report", cwd=tmp_path, env=env)
     assert result.returncode == 3, result.stderr
     assert_no_key_anywhere(run_dir_of(result, tmp_path), result.stdout, result.stderr, key=padded)
 
@@ -293,7 +278,9 @@ def test_an_unsendable_key_exits_2_without_echoing_it(
     server: Hostile, tmp_path: Path, write: Write, key: str
 ) -> None:
     suite(write)
-    result = cli(tmp_path, "run", "s.yaml", "--out", "runs", env=cli_env(server.url, key))
+    result = run_evalkit(
+        "run", "s.yaml", "--out", "runs", cwd=tmp_path, env=cli_env(server.url, key)
+    )
     assert result.returncode == 2, result.stderr
     assert "OPENAI_API_KEY" in result.stderr
     assert TAIL not in result.stdout + result.stderr
@@ -328,7 +315,7 @@ def test_an_unusable_base_url_exits_2_and_no_credential_is_stored(
     else:
         suite(write)
         env = cli_env(base_url)
-    result = cli(tmp_path, "run", "s.yaml", "--out", "runs", env=env)
+    result = run_evalkit("run", "s.yaml", "--out", "runs", cwd=tmp_path, env=env)
     assert result.returncode == 2, result.stderr
     assert "base_url" in result.stderr or "OPENAI_BASE_URL" in result.stderr
     assert PASSWORD not in result.stdout + result.stderr
@@ -358,7 +345,7 @@ def test_a_server_that_never_finishes_cannot_outlast_the_timeout(
     server.handler = handler
     suite(write, params=params)
     args = ("run", "s.yaml", "--out", "runs", "--timeout", "2", "--max-retries", "2")
-    result = cli(tmp_path, *args, env=cli_env(server.url, KEY), timeout=60)
+    result = run_evalkit(*args, cwd=tmp_path, env=cli_env(server.url, KEY), timeout=60)
     assert result.returncode == 3, result.stderr  # every request failed
     (row,) = entries(run_dir_of(result, tmp_path))
     assert (row["error_type"], row["attempts"]) == ("timeout", 2)
@@ -537,7 +524,9 @@ def test_control_characters_in_server_messages_never_reach_the_terminal(
     hostile = "no\x1b[2J\x1b]0;owned\x07 access\r\n\x00\u202eevil\x9b"
     server.handler = reply({"error": {"message": hostile}}, status=401)
     suite(write)
-    result = cli(tmp_path, "run", "s.yaml", "--out", "runs", env=cli_env(server.url, KEY))
+    result = run_evalkit(
+        "run", "s.yaml", "--out", "runs", cwd=tmp_path, env=cli_env(server.url, KEY)
+    )
     assert result.returncode == 3
     (row,) = entries(run_dir_of(result, tmp_path))
     assert "owned" in row["error"] and "owned" in result.stderr  # the message, made harmless

@@ -6,10 +6,8 @@ and a timeout, so that a regression fails the test instead of the machine.
 
 from __future__ import annotations
 
+import functools
 import json
-import resource
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,31 +18,14 @@ from evalkit.errors import TemplateError
 from evalkit.render import Renderer
 from evalkit.suite import ModelSpec
 from fake_openai import FakeOpenAI
-from tests.conftest import cli_env
+from tests.conftest import cli_env, run_evalkit
 
 Write = Callable[[str, str], Path]
 MODELS = "models: [openai/gpt-4o-mini]\n"
 
 
-def _limited() -> None:
-    ceiling = 3 << 30
-    resource.setrlimit(resource.RLIMIT_AS, (ceiling, ceiling))
-
-
-def evalkit(
-    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    """`evalkit ARGS` with 3 GB of address space at most, for at most `timeout` seconds."""
-    return subprocess.run(
-        [sys.executable, "-m", "evalkit", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-        preexec_fn=_limited,
-    )
+# `evalkit ARGS` with 3 GB of address space at most, for at most 60 s (or `timeout`)
+evalkit = functools.partial(run_evalkit, memory_limit=3 << 30, timeout=60)
 
 
 def _messages(error: SuiteError) -> list[str]:
