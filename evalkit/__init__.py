@@ -21,9 +21,9 @@ from evalkit.errors import (
     UnknownModel,
     Unsendable,
 )
+from evalkit.estimate import DryRun, ModelEstimate
 from evalkit.frame import COLUMNS, load_run
 from evalkit.load import load_suite
-from evalkit.preflight import DryRun, ModelEstimate
 from evalkit.render import Rendered, Renderer
 from evalkit.runner import RunResult, RunSettings, dry_run, resume_run, run_suite
 from evalkit.sampling import pass_at_k, pass_hat_k, reduce_samples

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from evalkit.compare import RunComparison
-    from evalkit.preflight import DryRun
+    from evalkit.estimate import DryRun
     from evalkit.runner import RunResult
     from evalkit.suite import Suite
 
@@ -67,7 +67,7 @@ def run_reason(result: RunResult) -> str:
 
 def dry_run_text(dry: DryRun, as_json: bool = False) -> str:
     """`evalkit run --dry-run`: a table per suite, or JSON with `--json`."""
-    from evalkit.preflight import table as estimates_table
+    from evalkit.estimate import table as estimates_table
 
     if as_json:
         return json.dumps(dry.as_dict(), indent=2)

@@ -22,10 +22,10 @@ from evalkit.budget import Budget
 from evalkit.cache import Cache, cache_dir
 from evalkit.dispatch import GRADED_BY_A_MODEL, Dispatcher, grader_model
 from evalkit.errors import ConfigError, InputError, RunError, SuiteError, exit_code
+from evalkit.estimate import DryRun, estimate, overflow_problems
 from evalkit.frame import frame_of_journal
 from evalkit.limits import ModelLimits
 from evalkit.plan import count_requests, groups
-from evalkit.preflight import DryRun, estimate, overflow_problems
 from evalkit.progress import Progress
 from evalkit.providers import Provider
 from evalkit.render import Renderer

@@ -39,6 +39,12 @@ TOKENS_PER_NAME = 1
 REPLY_PRIMING = 3
 
 
+def fits(prompt_tokens: int, max_tokens: int | None, window: int) -> bool:
+    """The one context-window rule, for validation and the estimate alike: the prompt plus
+    what the answer may take (`max_tokens`, or at least one token when unset) fit `window`."""
+    return prompt_tokens + (max_tokens or 1) <= window
+
+
 class Counter:
     """Counts the prompt tokens of a request body for one model."""
 

@@ -19,7 +19,7 @@ from evalkit.plan import build_body, endpoint_for, layered_params, templated_too
 from evalkit.render import Rendered, Renderer
 from evalkit.suite import Case, ModelSpec, Params, Suite, Variant
 from evalkit.targets import Target, resolve
-from evalkit.tokens import Counter
+from evalkit.tokens import Counter, fits
 
 _MAX_PROBLEMS = 100
 
@@ -238,14 +238,14 @@ def _check_window(
     else:
         texts = [rendered.prompt or "", rendered.suffix or ""]
         overhead = 0
-    if sum(len(t.encode("utf-8")) for t in texts) + overhead + max_tokens <= window:
-        return
+    if fits(sum(len(t.encode("utf-8")) for t in texts) + overhead, params.max_tokens, window):
+        return  # UTF-8 bytes (plus the per-message overhead) bound the prompt's tokens
     counter = context.counters.setdefault(target.id, Counter(target.info))
     if rendered.is_chat:
         prompt = counter.body({"messages": rendered.message_dicts()})
     else:
         prompt = counter.body({"prompt": rendered.prompt or "", "suffix": rendered.suffix})
-    if prompt + max_tokens > window:
+    if not fits(prompt, params.max_tokens, window):
         context.report.add(
             ("cases", index),
             f"case '{case.key}': {_in_variant(variant)}{prompt} prompt tokens + max_tokens "

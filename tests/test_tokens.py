@@ -12,7 +12,8 @@ import pytest
 from evalkit import RunSettings, load_run, load_suite, run_suite
 from evalkit.catalog import lookup
 from evalkit.runner import dry_run
-from evalkit.tokens import Counter
+from evalkit.tokens import Counter, fits
+from evalkit.validate import check_suite
 from fake_openai import FakeOpenAI
 
 ROOT = Path(__file__).parent.parent
@@ -90,3 +91,27 @@ def test_dry_run_matches_the_servers_count_within_two_percent(
         estimated = estimates[str(model)].prompt_tokens
         assert estimates[str(model)].requests == len(first_round)
         assert abs(estimated - counted) <= 0.02 * counted, (model, estimated, counted)
+
+
+@pytest.mark.parametrize("max_tokens", [10, None])
+def test_validation_and_the_estimate_draw_the_context_window_line_at_the_same_place(
+    tmp_path: Path, max_tokens: int | None
+) -> None:
+    """One rule (`tokens.fits`): a prompt that fits exactly passes both; one token less
+    of window is an overflow for both."""
+    text = "lorem ipsum dolor " * 20
+    prompt = Counter(lookup("openai/gpt-4")).body({"messages": [{"role": "user", "content": text}]})
+    answer = max_tokens or 1
+    for window, overflows in ((prompt + answer, False), (prompt + answer - 1, True)):
+        params = f"params: {{max_tokens: {max_tokens}}}\n" if max_tokens else ""
+        path = tmp_path / f"w{window}.yaml"
+        path.write_text(
+            f"models: [{{id: openai/gpt-4, context_window: {window}}}]\n{params}"
+            f'prompt: [{{role: user, content: "{text}"}}]\ncases: [{{id: c}}]\n'
+        )
+        suite = load_suite(path)
+        problems = check_suite(suite, environ={})
+        estimate = dry_run(suite, RunSettings(out=tmp_path / "runs"))
+        assert fits(prompt, max_tokens, window) is not overflows
+        assert bool(estimate[0].overflows) is overflows, window
+        assert any("context window" in str(p) for p in problems) is overflows, problems

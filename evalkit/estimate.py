@@ -1,6 +1,8 @@
-"""Before anything is sent: requests, tokens and the most each model can cost, and overflows.
+"""The cost estimate: before anything is sent, requests, tokens, what each model can cost,
+and the cases that overflow a context window.
 
-`evalkit run --dry-run` prints this; every run checks the context windows the same way, so
+`evalkit run --dry-run` prints this; every run checks the context windows by the same rule
+(`tokens.fits`, which validation uses too), so
 a case whose prompt plus `max_tokens` cannot fit its model is bad input (exit 2) unless
 `--allow-overflow` says to send it anyway (the server will answer with an error row).
 """
@@ -16,7 +18,7 @@ from evalkit.plan import groups
 from evalkit.render import Renderer
 from evalkit.suite import Suite
 from evalkit.targets import Target
-from evalkit.tokens import Counter
+from evalkit.tokens import Counter, fits
 
 
 @dataclass
@@ -91,7 +93,7 @@ def estimate(
             result.max_completion_tokens += completion
             result.min_cost_usd += info.cost(prompt * group.samples, 0)
             result.max_cost_usd += info.cost(prompt * group.samples * len(rounds), completion)
-            if prompt + max_tokens > info.context_window:
+            if not fits(prompt, request.max_tokens, info.context_window):
                 result.overflows.append(
                     {
                         "case_id": group.case.key,
