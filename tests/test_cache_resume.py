@@ -26,7 +26,7 @@ from evalkit.suite import ModelSpec
 from evalkit.targets import resolve
 from evalkit.tokens import Counter as TokenCounter
 from fake_openai import FakeOpenAI
-from tests.conftest import cli_env
+from tests.conftest import cli_env, run_evalkit
 
 Write = Callable[[str, str], Path]
 SLOT = ["case_id", "variant", "model", "sample"]
@@ -65,15 +65,7 @@ def _answers(server: FakeOpenAI) -> list[str]:
 
 
 def _evalkit(server: FakeOpenAI, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "evalkit", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=cli_env(server.url),
-        stdin=subprocess.DEVNULL,
-        timeout=120,
-    )
+    return run_evalkit(*args, cwd=cwd, env=cli_env(server.url), timeout=120)
 
 
 def _simulate_kill(run_dir: Path, keep: int) -> list[str]:

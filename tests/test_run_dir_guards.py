@@ -8,7 +8,6 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from evalkit.suite import ModelSpec
 from evalkit.targets import resolve
 from evalkit.tokens import Counter
 from fake_openai import FakeOpenAI
-from tests.conftest import cli_env
+from tests.conftest import cli_env, run_evalkit
 
 Write = Callable[[str, str], Path]
 
@@ -208,15 +207,7 @@ def test_a_full_disk_at_the_end_of_a_run_exits_3_and_leaves_no_temporary_manifes
     _mount(disk, "size=64k")
     write("s.yaml", SUITE.replace("gpt-4", "gpt-3.5-turbo") + _cases(300))
     command = ["run", "s.yaml", "--out", str(disk / "runs"), "-j", "2", "--no-cache"]
-    result = subprocess.run(
-        [sys.executable, "-m", "evalkit", *command],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env=cli_env(openai.url),
-        stdin=subprocess.DEVNULL,
-        timeout=120,
-    )
+    result = run_evalkit(*command, cwd=tmp_path, env=cli_env(openai.url), timeout=120)
     assert result.returncode == 3, result.stderr
     assert "internal error" not in result.stderr
     assert "cannot write the journal" in result.stderr
