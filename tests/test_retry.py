@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Sequence
 
 import httpx
 import pytest
+from tenacity import AsyncRetrying
 
 from evalkit.providers import ProviderError
 from evalkit.retry import MAX_HINT_S, MAX_WAIT_S, policy, retry_after, wait_after
@@ -66,13 +68,13 @@ def test_reset_header_longer_than_max_hint_is_capped() -> None:
     assert retry_after(headers) == MAX_HINT_S
 
 
-def _run(loop_policy: object, failures: list[BaseException]) -> tuple[int, str | None]:
+def _run(loop_policy: AsyncRetrying, failures: Sequence[BaseException]) -> tuple[int, str | None]:
     """Attempts made by `policy` when the attempts raise `failures` in turn, then succeed."""
     calls = 0
 
     async def main() -> str | None:
         nonlocal calls
-        async for attempt in loop_policy:  # type: ignore[attr-defined]
+        async for attempt in loop_policy:
             with attempt:
                 calls += 1
                 if calls <= len(failures):
