@@ -17,8 +17,7 @@ from typing import Any
 from evalkit.budget import Budget, max_cost
 from evalkit.cache import Cache
 from evalkit.checks import Verdict, broken, negated
-from evalkit.checkspec import GRADED_BY_A_MODEL as GRADED_BY_A_MODEL  # runner's import
-from evalkit.checkspec import Check, JudgeArg
+from evalkit.checkspec import GRADED_BY_A_MODEL, Check, JudgeArg
 from evalkit.judge import judge_request, parse_verdict
 from evalkit.limits import ModelLimits
 from evalkit.moderation import moderation_request, moderation_spec, parse_result

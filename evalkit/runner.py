@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from evalkit.budget import Budget
 from evalkit.cache import Cache, cache_dir
-from evalkit.dispatch import GRADED_BY_A_MODEL, Dispatcher, grader_model
+from evalkit.checkspec import GRADED_BY_A_MODEL
+from evalkit.dispatch import Dispatcher, grader_model
 from evalkit.errors import ConfigError, InputError, RunError, SuiteError, exit_code
 from evalkit.estimate import DryRun, estimate, overflow_problems
 from evalkit.frame import frame_of_journal

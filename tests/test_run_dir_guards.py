@@ -230,6 +230,15 @@ def test_a_run_directory_that_cannot_be_created_whole_is_bad_input_and_is_remove
     assert list((disk / "runs").iterdir()) == []
 
 
+def _run_copied_to(disk: Path, suite: Path, tmp_path: Path) -> Path:
+    """A finished run of `suite`, copied onto a fresh 4 MB tmpfs at `disk` (to remount ro)."""
+    _mount(disk, "size=4m")
+    first = run_suite(load_suite(suite), _settings(tmp_path))
+    run_dir = disk / first.run_dir.name
+    subprocess.run(["cp", "-a", str(first.run_dir), str(run_dir)], check=True)
+    return run_dir
+
+
 def test_resuming_a_read_only_run_is_a_clear_error_and_sends_nothing(
     openai: FakeOpenAI,
     write: Write,
@@ -237,10 +246,7 @@ def test_resuming_a_read_only_run_is_a_clear_error_and_sends_nothing(
     disk: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    _mount(disk, "size=4m")
-    first = run_suite(load_suite(write("s.yaml", SUITE + _cases(4))), _settings(tmp_path))
-    run_dir = disk / first.run_dir.name
-    subprocess.run(["cp", "-a", str(first.run_dir), str(run_dir)], check=True)
+    run_dir = _run_copied_to(disk, write("s.yaml", SUITE + _cases(4)), tmp_path)
     _as_if_killed(run_dir)
     before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
     _remount_read_only(disk)
@@ -262,10 +268,7 @@ def test_report_on_a_read_only_run_says_where_it_cannot_write_and_out_writes_els
     disk: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    _mount(disk, "size=4m")
-    first = run_suite(load_suite(write("s.yaml", SUITE + _cases(3))), _settings(tmp_path))
-    run_dir = disk / first.run_dir.name
-    subprocess.run(["cp", "-a", str(first.run_dir), str(run_dir)], check=True)
+    run_dir = _run_copied_to(disk, write("s.yaml", SUITE + _cases(3)), tmp_path)
     _remount_read_only(disk)
     capsys.readouterr()
     assert main(["report", str(run_dir)]) == 3
