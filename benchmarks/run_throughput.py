@@ -11,7 +11,9 @@ that what is measured is that process alone:
 * baselines (bare aiohttp, plain httpx, httpx over `httpx_aiohttp.AiohttpTransport`): this
   script re-run with `--baseline-worker KIND`; wall and CPU (`getrusage(RUSAGE_SELF)` deltas)
   are measured in-process, around creating the client, sending every request with 100
-  workers, and closing the client; interpreter start and imports are not counted.
+  workers, and closing the client; interpreter start and imports are not counted there. The
+  baseline process is also timed from spawn to exit (`process_wall_s`), which is what an
+  `evalkit run` is timed as: the ratios are printed against both.
 
 Workloads (see benchmarks/README.md for the targets):
 
@@ -368,6 +370,7 @@ class BaselineRun:
     requests: int
     wall_s: float
     cpu_s: float
+    process_wall_s: float  # spawn to exit: interpreter start, imports and the run
 
     @property
     def cpu_ms_per_request(self) -> float:
@@ -396,7 +399,7 @@ def run_baseline(server: FakeServer, kind: str, requests: int, workdir: Path) ->
     served = server.stats().get("count")
     if served != requests:
         raise RuntimeError(f"server saw {served} requests, expected {requests}")
-    return BaselineRun(kind, requests, result["wall_s"], result["cpu_s"])
+    return BaselineRun(kind, requests, result["wall_s"], result["cpu_s"], child.wall_s)
 
 
 def _body(i: int) -> bytes:
@@ -570,6 +573,7 @@ def measure_baseline(
         cpu_ms=run.cpu_ms_per_request,
         cpu_ms_net=None,
         server_cpu_ms=server_cpu / requests * 1000,
+        extra={"process_wall_s": run.process_wall_s},
     )
 
 
@@ -638,6 +642,25 @@ def _progress(label: str, row: Row) -> None:
         file=sys.stderr,
         flush=True,
     )
+
+
+def ratios(rows: list[Row]) -> list[str]:
+    """The figures the targets are set in: evalkit against httpx+aiohttp of the same run."""
+    found = {(r.workload, r.client): r for r in rows}
+    lines = []
+    for name in ("A", "B"):
+        ours, base = found.get((name, "evalkit run")), found.get((name, "httpx+aiohttp"))
+        if ours is None or base is None:
+            continue
+        process = base.extra["process_wall_s"]
+        lines.append(
+            f"{name}: evalkit / httpx+aiohttp wall: {ours.wall_s / base.wall_s:.3f}x against the "
+            f"baseline's sending ({base.wall_s:.2f} s), {ours.wall_s / process:.3f}x against its "
+            f"whole process ({process:.2f} s, start-up and imports included); sending phase "
+            f"alone {ours.extra['send_s'] / base.wall_s:.3f}x; req/s "
+            f"{base.wall_s / ours.wall_s:.0%} and {process / ours.wall_s:.0%} of the baseline's"
+        )
+    return lines
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -762,6 +785,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"sending {r.extra['send_s']:.2f} s, finishing {r.extra['finalize_s']:.2f} s; "
                 f"peak RSS {r.extra['maxrss_mb']:.0f} MB; walls {r.extra.get('runs_wall_s', '')}"
             )
+    print()
+    for line in ratios(rows):
+        print(line)
     if c_details is not None:
         print(
             f"C: first 10% {c_details['first_10pct_rate']:.0f} req/s, last 10% "
