@@ -79,7 +79,7 @@ class Planner:
 
     Renders are held until every model's stream has passed their case, up to `keep`
     estimated bytes; past that a later pass renders the case again. `renders` counts what
-    was rendered (the benchmarks and tests read it).
+    was rendered (so a test can tell a case was rendered once).
     """
 
     def __init__(
