@@ -1,8 +1,8 @@
 """The cost estimate: before anything is sent, requests, tokens, what each model can cost,
 and the cases that overflow a context window.
 
-`evalkit run --dry-run` prints this; every run checks the context windows by the same rule
-(`tokens.fits`, which validation uses too), so
+`evalkit run --dry-run` prints this, from the same planning pass as validation (`planner.py`);
+every run checks the context windows by the same rule (`Planner.overflow`, `tokens.fits`), so
 a case whose prompt plus `max_tokens` cannot fit its model is bad input (exit 2) unless
 `--allow-overflow` says to send it anyway (the server will answer with an error row).
 """
@@ -14,11 +14,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, overload
 
 from evalkit.errors import Problem, SuiteError
-from evalkit.plan import groups
-from evalkit.render import Renderer
+from evalkit.plan import Group
+from evalkit.planner import Planner, overflow_text
 from evalkit.suite import Suite
-from evalkit.targets import Target
-from evalkit.tokens import Counter, fits
+from evalkit.tokens import fits
 
 
 @dataclass
@@ -67,44 +66,40 @@ class DryRun(Sequence[ModelEstimate]):
             raise SuiteError(self.problems)
 
 
-def estimate(
-    suite: Suite, targets: list[Target], samples: int | None = None
-) -> list[ModelEstimate]:
-    """The dry-run estimate per model."""
-    renderer = Renderer()
-    out = []
-    for target in targets:
-        counter = Counter(target.info)
-        info = target.info
-        result = ModelEstimate(target.label, exact_tokens=counter.exact)
-        for group in groups(suite, target, samples, renderer):
-            request = group.request(0, group.params.max_tokens)
-            prompt = counter.body(request.body)
-            max_tokens = request.max_tokens
-            choices = request.choices * group.samples
-            if max_tokens is None:
-                max_tokens = max(1, info.context_window - prompt)
-            rounds = _round_budgets(
-                max_tokens, group.max_tokens_cap if group.select != "all" else None
-            )
-            completion = sum(rounds) * choices
-            result.requests += group.samples
-            result.prompt_tokens += prompt * group.samples
-            result.max_completion_tokens += completion
-            result.min_cost_usd += info.cost(prompt * group.samples, 0)
-            result.max_cost_usd += info.cost(prompt * group.samples * len(rounds), completion)
-            if not fits(prompt, request.max_tokens, info.context_window):
-                result.overflows.append(
-                    {
-                        "case_id": group.case.key,
-                        "variant": group.variant,
-                        "prompt_tokens": prompt,
-                        "max_tokens": max_tokens,
-                        "context_window": info.context_window,
-                    }
-                )
-        out.append(result)
-    return out
+def estimate(planner: Planner) -> list[ModelEstimate]:
+    """The dry-run estimate per model, case by case for every model (one walk)."""
+    results = {
+        t.label: ModelEstimate(t.label, exact_tokens=planner.counter(t).exact)
+        for t in planner.targets
+    }
+    for planned in planner.walk():
+        for group in planned.groups:
+            _count(results[group.target.label], group, planner.prompt_tokens(group))
+    return list(results.values())
+
+
+def _count(result: ModelEstimate, group: Group, prompt: int) -> None:
+    """One case × variant's first-round requests, added to its model's estimate."""
+    info = group.target.info
+    max_tokens = group.params.max_tokens
+    budget = max_tokens if max_tokens is not None else max(1, info.context_window - prompt)
+    rounds = _round_budgets(budget, group.max_tokens_cap if group.select != "all" else None)
+    completion = sum(rounds) * (group.params.n or 1) * group.samples
+    result.requests += group.samples
+    result.prompt_tokens += prompt * group.samples
+    result.max_completion_tokens += completion
+    result.min_cost_usd += info.cost(prompt * group.samples, 0)
+    result.max_cost_usd += info.cost(prompt * group.samples * len(rounds), completion)
+    if not fits(prompt, max_tokens, info.context_window):
+        result.overflows.append(
+            {
+                "case_id": group.case.key,
+                "variant": group.variant,
+                "prompt_tokens": prompt,
+                "max_tokens": budget,
+                "context_window": info.context_window,
+            }
+        )
 
 
 def overflow_problems(suite: Suite, estimates: list[ModelEstimate]) -> list[Problem]:
@@ -114,17 +109,15 @@ def overflow_problems(suite: Suite, estimates: list[ModelEstimate]) -> list[Prob
         for over in model.overflows:
             index = next(i for i, c in enumerate(suite.cases) if c.key == over["case_id"])
             file, line = suite.locator.line_of(("cases", index))
-            variant = f"variant '{over['variant']}': " if over["variant"] else ""
-            problems.append(
-                Problem(
-                    file or suite.source,
-                    line,
-                    f"cases[{index}]",
-                    f"case '{over['case_id']}': {variant}{over['prompt_tokens']} prompt tokens + "
-                    f"max_tokens {over['max_tokens']} exceed {model.model}'s context window of "
-                    f"{over['context_window']} (use --allow-overflow to send it anyway)",
-                )
+            what = overflow_text(
+                over["case_id"],
+                over["variant"],
+                over["prompt_tokens"],
+                over["max_tokens"],
+                model.model,
+                over["context_window"],
             )
+            problems.append(Problem(file or suite.source, line, f"cases[{index}]", what))
     return problems
 
 

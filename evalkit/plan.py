@@ -3,21 +3,21 @@
 The endpoint follows the model: a string prompt sent to a chat model becomes one user
 message, so one suite compares `gpt-3.5-turbo-instruct` with `gpt-3.5-turbo`; a message list
 sent to a completions-only model, or a `suffix` sent to a chat model, cannot be sent.
-Requests are produced lazily, so a 100,000-case suite never sits in memory as requests.
+The pass over a whole suite, shared by validation, the estimate, resume and the run, is
+`planner.py`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from evalkit.catalog import ModelInfo
 from evalkit.checkspec import Check
 from evalkit.errors import Unsendable
-from evalkit.render import Rendered, Renderer
+from evalkit.render import Rendered
 from evalkit.suite import Case, Params, Suite, Variant
 from evalkit.targets import Target
 
@@ -124,12 +124,7 @@ def build_body(
         wrong = [name for name in _COMPLETIONS_ONLY if name in values]
         if wrong:
             raise Unsendable(f"{', '.join(wrong)} only exist(s) on the completions endpoint")
-        messages = (
-            rendered.message_dicts()
-            if rendered.is_chat
-            else [{"role": "user", "content": rendered.prompt or ""}]
-        )
-        body: dict[str, Any] = {"model": model, "messages": messages}
+        body: dict[str, Any] = {"model": model, "messages": _messages(rendered)}
         logprobs = values.pop("logprobs", None)
         if "top_logprobs" in values or (logprobs is not None and logprobs is not False):
             body["logprobs"] = True  # top_logprobs needs logprobs: true
@@ -151,6 +146,13 @@ def build_body(
     if body.get("stream"):
         body["stream_options"] = {"include_usage": True}
     return body
+
+
+def _messages(rendered: Rendered) -> list[dict[str, Any]]:
+    """The chat messages as sent: a string prompt is one user message."""
+    if rendered.is_chat:
+        return rendered.message_dicts()
+    return [{"role": "user", "content": rendered.prompt or ""}]
 
 
 def layered_params(
@@ -224,61 +226,8 @@ class Group:
     def first_round(self) -> list[Request]:
         return [self.request(s, self.params.max_tokens) for s in range(self.samples)]
 
-
-def groups(
-    suite: Suite, target: Target, samples: int | None = None, renderer: Renderer | None = None
-) -> Iterator[Group]:
-    """Every case × variant for `target`, lazily, with its checks rendered."""
-    renderer = renderer or Renderer()
-    variants = suite.variant_prompts()
-    memo: dict[tuple[str, int], Params] = {}
-    for case in suite.cases:
-        checks = {
-            name: renderer.check(check, case.vars, (name,))
-            for name, check in check_columns([*suite.checks, *case.expect]).items()
-        }
-        for name, variant in variants.items():
-            rendered = renderer.prompt(suite, variant, case)
-            endpoint = endpoint_for(rendered, target.info)
-            params = layered_params(suite, target, variant, case, memo)
-            params = templated_tools(renderer, params, case)
-            if suite.select == "best_logprob" and params.logprobs in (None, False):
-                params = Params.model_validate({**params.set_values(), "logprobs": True})
-            cap = suite.max_tokens_cap
-            if cap is None and params.max_tokens is not None:
-                cap = 4 * params.max_tokens
-            yield Group(
-                case,
-                name,
-                target,
-                endpoint,
-                rendered,
-                params,
-                checks,
-                samples or suite.samples,
-                suite.select,
-                cap,
-                suite.resample_temperature,
-            )
-
-
-def templated_tools(renderer: Renderer, params: Params, case: Case) -> Params:
-    """Tool and function definitions are templates too, rendered with the case's vars."""
-    if params.tools is None and params.functions is None:
-        return params
-    values = params.set_values()
-    changed = False
-    for key in ("tools", "functions"):
-        if key in values:
-            rendered = renderer.leaves(values[key], case.vars, ("params", key))
-            changed = changed or rendered != values[key]
-            values[key] = rendered
-    return Params.model_validate(values) if changed else params
-
-
-def plan(
-    suite: Suite, target: Target, samples: int | None = None, renderer: Renderer | None = None
-) -> Iterator[Request]:
-    """Every first-round request for `target`, case by case, lazily."""
-    for group in groups(suite, target, samples, renderer):
-        yield from group.first_round()
+    def prompt_part(self) -> dict[str, Any]:
+        """What of the body is prompt (and must fit the context window with the answer)."""
+        if self.endpoint == "chat":
+            return {"messages": _messages(self.rendered)}
+        return {"prompt": self.rendered.prompt or "", "suffix": self.rendered.suffix}

@@ -31,7 +31,7 @@ from evalkit.sandbox import (
 from evalkit.suite import Case, Message, Suite, Variant
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Rendered:
     """A case's prompt after rendering: chat messages, or a completions prompt (+ suffix)."""
 

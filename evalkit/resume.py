@@ -18,11 +18,9 @@ from typing import Any
 
 from evalkit.catalog import believable, believable_cost
 from evalkit.dispatch import Prior
-from evalkit.plan import groups
-from evalkit.render import Renderer
+from evalkit.planner import Planner
 from evalkit.store import MANIFEST, read_journal, read_manifest
 from evalkit.suite import Suite
-from evalkit.targets import Target
 
 Slot = tuple[str, str, str]  # case id, variant, model label
 
@@ -40,10 +38,10 @@ def prepare(
     run_dir: Path,
     manifest: dict[str, Any],
     suite: Suite,
-    targets: list[Target],
-    samples: int | None,
+    planner: Planner,
 ) -> ResumePlan:
-    """Read the journal and compare it with what the (possibly edited) suite plans now."""
+    """Read the journal and compare it with what the (possibly edited) suite plans now (the
+    run's own planner, so no case is rendered again for it)."""
     prior = Prior()
     first_round: dict[Slot, set[str]] = {}
     charges: dict[tuple[str, ...], float] = {}
@@ -66,12 +64,7 @@ def prepare(
                 prior.requests[entry["key"]] = entry
                 if entry.get("round", 0) == 0:
                     first_round.setdefault(_slot(entry), set()).add(entry["key"])
-    planned: dict[Slot, set[str]] = {}
-    renderer = Renderer()
-    for target in targets:
-        for group in groups(suite, target, samples, renderer):
-            slot = (group.case.key, group.variant, target.label)
-            planned[slot] = {r.key for r in group.first_round()}
+    planned: dict[Slot, set[str]] = planner.first_round_keys()
     plan = ResumePlan(prior, spent=max(sum(charges.values()), _recorded_spent(manifest)))
     for slot, keys in first_round.items():
         if slot not in planned or not keys <= planned[slot]:

@@ -26,15 +26,15 @@ from evalkit.errors import ConfigError, InputError, RunError, SuiteError, exit_c
 from evalkit.estimate import DryRun, estimate, overflow_problems
 from evalkit.frame import frame_of_journal
 from evalkit.limits import ModelLimits
-from evalkit.plan import count_requests, groups
+from evalkit.plan import count_requests
+from evalkit.planner import Planner
 from evalkit.progress import Progress
 from evalkit.providers import Provider
-from evalkit.render import Renderer
 from evalkit.resume import ResumePlan, prepare, unfinished_runs
 from evalkit.store import RESULTS, RunDir, file_sha256, new_run_id, now_iso, read_manifest
 from evalkit.suite import ModelSpec, Suite
 from evalkit.targets import Target, resolve
-from evalkit.validate import check_suite
+from evalkit.validate import validated
 
 if TYPE_CHECKING:
     from evalkit.compare import RunComparison
@@ -102,13 +102,15 @@ def run_suite(suite: Suite, settings: RunSettings | None = None) -> RunResult:
         unfinished = _unfinished_run(suite, settings)
         if unfinished is not None and offer(unfinished):
             return resume_run(unfinished, settings)
-    targets, judges, keys, providers = _prepare(suite, settings)
+    targets, judges, keys, providers, planner = _prepare(suite, settings)
     run = RunDir.create(
         Path(settings.out), new_run_id(suite.name or "suite"), _manifest(suite, targets, settings)
     )
     if settings.on_start is not None:
         settings.on_start(run.path)
-    return asyncio.run(_execute(suite, targets, judges, keys, providers, settings, run, None))
+    return asyncio.run(
+        _execute(suite, targets, judges, keys, providers, settings, run, None, planner)
+    )
 
 
 def resume_run(run_dir: Path, settings: RunSettings | None = None) -> RunResult:
@@ -140,8 +142,8 @@ def resume_run(run_dir: Path, settings: RunSettings | None = None) -> RunResult:
     if not suite_path or not Path(suite_path).exists():
         suite_path = manifest.get("suite", {}).get("abspath")
     suite = load_suite(suite_path, settings.allow_outside_cases)
-    targets, judges, keys, providers = _prepare(suite, settings)
-    plan = prepare(run_dir, manifest, suite, targets, settings.samples)
+    targets, judges, keys, providers, planner = _prepare(suite, settings)
+    plan = prepare(run_dir, manifest, suite, planner)
     run = RunDir(run_dir, manifest)
     try:
         run.open_journal()
@@ -170,7 +172,9 @@ def resume_run(run_dir: Path, settings: RunSettings | None = None) -> RunResult:
         raise
     if settings.on_start is not None:
         settings.on_start(run.path)
-    return asyncio.run(_execute(suite, targets, judges, keys, providers, settings, run, plan))
+    return asyncio.run(
+        _execute(suite, targets, judges, keys, providers, settings, run, plan, planner)
+    )
 
 
 def dry_run(suite: Suite, settings: RunSettings | None = None) -> DryRun:
@@ -179,7 +183,7 @@ def dry_run(suite: Suite, settings: RunSettings | None = None) -> DryRun:
     The cases over a context window are its `problems` (none with `allow_overflow`).
     """
     settings = settings or RunSettings()
-    estimates = estimate(suite, _targets(suite, settings), settings.samples)
+    estimates = estimate(_targets(suite, settings)[1])
     problems = [] if settings.allow_overflow else overflow_problems(suite, estimates)
     return DryRun(suite.source, estimates, problems)
 
@@ -191,27 +195,33 @@ def _unfinished_run(suite: Suite, settings: RunSettings) -> Path | None:
     return found[-1] if found else None
 
 
-def _targets(suite: Suite, settings: RunSettings, allow_overflow: bool = True) -> list[Target]:
+def _targets(
+    suite: Suite, settings: RunSettings, allow_overflow: bool = True
+) -> tuple[list[Target], Planner]:
+    """The models to run, and the planner validation walked: the run goes on with it."""
     env = os.environ if settings.environ is None else settings.environ
     specs = [ModelSpec(id=m) for m in settings.models] if settings.models else suite.models
     if not specs:
         raise ConfigError("no models to run: give --model provider/model, or models: in the suite")
-    problems = check_suite(suite, specs if settings.models else None, env, allow_overflow)
+    models = specs if settings.models else None
+    problems, planner = validated(suite, models, env, allow_overflow, settings.samples)
     if problems:
         raise SuiteError(problems)
-    return [_with_concurrency(resolve(s, suite.endpoints, env), s, settings) for s in specs]
+    targets = zip(planner.targets, specs, strict=True)
+    return [_with_concurrency(t, s, settings) for t, s in targets], planner
 
 
 def _prepare(
     suite: Suite, settings: RunSettings
-) -> tuple[list[Target], list[Target], dict[str, str | None], dict[str, Provider]]:
-    """Validate everything and read the keys: all that can fail does so before any request."""
+) -> tuple[list[Target], list[Target], dict[str, str | None], dict[str, Provider], Planner]:
+    """Validate everything and read the keys: all that can fail does so before any request.
+    The planner validation walked goes on to plan the run."""
     env = os.environ if settings.environ is None else settings.environ
-    targets = _targets(suite, settings, settings.allow_overflow)
+    targets, planner = _targets(suite, settings, settings.allow_overflow)
     judges = [resolve(ModelSpec(id=m), suite.endpoints, env) for m in _judge_models(suite)]
     keys = _api_keys([*targets, *judges], env)
     folder = Path(suite.source).parent
-    return targets, judges, keys, _local_providers([*targets, *judges], folder)
+    return targets, judges, keys, _local_providers([*targets, *judges], folder), planner
 
 
 def _local_providers(targets: list[Target], folder: Path) -> dict[str, Provider]:
@@ -302,6 +312,7 @@ async def _execute(
     settings: RunSettings,
     run: RunDir,
     resume: ResumePlan | None,
+    planner: Planner,
 ) -> RunResult:
     totals = {t.label: count_requests(suite, settings.samples) for t in targets}
     live = settings.progress if settings.progress is not None else _is_terminal()
@@ -323,7 +334,6 @@ async def _execute(
 
     in_flight = sum(t.concurrency for t in [*targets, *judges])
     transport = make_transport(in_flight + 4)
-    renderer = Renderer()
     run.open_journal()
     if resume and resume.retired:
         run.append({"kind": "retire", "slots": [list(s) for s in resume.retired]})
@@ -340,7 +350,7 @@ async def _execute(
     workers: list[asyncio.Task[None]] = []
     for target in targets:
         _, sender, limits = paced[target.id]
-        work = groups(suite, target, settings.samples, renderer)
+        work = planner.groups(target)
         workers += [
             asyncio.create_task(state.worker(target, sender, limits, work))
             for _ in range(_workers(target.concurrency))

@@ -1,27 +1,28 @@
 """Whole-suite checks that need more than the schema: models, templates, endpoints, ids.
 
-Every case's prompt and expected values are rendered here, so a missing variable or a bad
-regex is found before anything is sent. Problems are collected, not raised one by one.
+Validation walks the run's own planner (`planner.py`) collecting: every case's prompts and
+expected values are rendered there, so a missing variable or a bad regex is found before
+anything is sent, and the run reuses those renders. Problems are collected and located here,
+not raised one by one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 from pydantic import ValidationError
-from pydantic_core import PydanticCustomError
 
-from evalkit.checkspec import Check, JudgeArg, ModerationArg, compile_regex
+from evalkit.checkspec import Check, JudgeArg, ModerationArg
 from evalkit.errors import Problem, TemplateError, UnknownModel, Unsendable
 from evalkit.locate import show_path
-from evalkit.plan import build_body, endpoint_for, layered_params, templated_tools
-from evalkit.render import Rendered, Renderer
-from evalkit.suite import Case, ModelSpec, Params, Suite, Variant
+from evalkit.plan import Group, build_body
+from evalkit.planner import KEEP_BYTES, CasePlan, Failure, Planner, overflow_text
+from evalkit.suite import Case, ModelSpec, Suite
 from evalkit.targets import Target, resolve
-from evalkit.tokens import Counter, fits
 
 _MAX_PROBLEMS = 100
+
+Spot = tuple[str | int, ...]  # a place in the suite, as `Locator.line_of` takes it
 
 
 def check_suite(
@@ -35,51 +36,40 @@ def check_suite(
     `models` replaces the suite's own list (the CLI's `--model`). A case whose prompt plus
     `max_tokens` cannot fit a model's context window is a problem unless `allow_overflow`.
     """
+    return validated(suite, models, environ, allow_overflow, keep=0)[0]
+
+
+def validated(
+    suite: Suite,
+    models: list[ModelSpec] | None = None,
+    environ: Mapping[str, str] | None = None,
+    allow_overflow: bool = False,
+    samples: int | None = None,
+    keep: int = KEEP_BYTES,
+) -> tuple[list[Problem], Planner]:
+    """`check_suite`'s problems, and the planner they were found with: the run goes on with
+    it, so what validation rendered (up to `keep` bytes) is not rendered again."""
     report = _Problems(suite)
     if not suite.cases:
         report.add(("cases",), "the suite has no cases")
     _check_ids(suite, report)
-    targets = _resolve_models(suite, models, environ, report)
-    context = _Context(suite, Renderer(), targets, report, allow_overflow)
-    renderer = context.renderer
-    variants = suite.variant_prompts()
-    for index, case in enumerate(suite.cases):
+    planner = Planner(suite, _resolve_models(suite, models, environ, report), samples, keep)
+    sendable: set[tuple[object, ...]] = set()
+    for planned in planner.walk(collect=True):
         if report.full:
             break
-        where = ("cases", index)
-        for variant_name, variant in variants.items():
-            try:
-                rendered = renderer.prompt(suite, variant, case)
-            except TemplateError as exc:
-                what = f"case '{case.key}': {_in_variant(variant_name)}{exc.field}: {exc.what}"
-                report.add(_template_spot(exc, case, where, variant_name), what)
-                continue
-            _check_endpoints(context, index, case, (variant_name, variant), rendered)
-        path: tuple[str | int, ...]
-        for index_in_suite, check in enumerate(suite.checks):
-            path = ("checks", index_in_suite)
-            _check_check(renderer, check, case.vars, case.key, path, report)
-        for index_in_case, check in enumerate(case.expect):
-            path = (*where, "expect", index_in_case)
-            _check_check(renderer, check, case.vars, case.key, path, report)
+        for failure in planned.failures:
+            report.add(*_locate(failure, planned))
+        for group in planned.groups:
+            if not allow_overflow:
+                _check_window(planner, planned.index, group, report)
+            _check_sendable(group, sendable, report)
+        for index, check in enumerate(planned.case.expect):
+            path = ("cases", planned.index, "expect", index)
             _check_judge(check, suite, path, environ, report)
     for index, check in enumerate(suite.checks):
         _check_judge(check, suite, ("checks", index), environ, report)
-    return report.items
-
-
-@dataclass
-class _Context:
-    """What the per-case checks share: the renderer, the models, and memos across cases."""
-
-    suite: Suite
-    renderer: Renderer
-    targets: list[Target]
-    report: _Problems
-    allow_overflow: bool
-    sendable: set[tuple[object, ...]] = field(default_factory=set)
-    layers: dict[tuple[str, int], Params] = field(default_factory=dict)
-    counters: dict[str, Counter] = field(default_factory=dict)
+    return report.items, planner
 
 
 class _Problems:
@@ -161,115 +151,68 @@ def _resolve_models(
     return targets
 
 
-def _check_endpoints(
-    context: _Context,
-    index: int,
-    case: Case,
-    variant: tuple[str, Variant | None],
-    rendered: Rendered,
-) -> None:
-    """Each (model, variant, prompt shape, params) is checked once; the window per case."""
-    name, spec = variant
-    suite, report = context.suite, context.report
-    for target in context.targets:
-        try:
-            layered = layered_params(suite, target, spec, case, context.layers)
-            params = templated_tools(context.renderer, layered, case)
-        except ValidationError as exc:  # e.g. a case's tool_choice naming no declared tool
-            where = ("cases", index, "params") if case.params else ("params",)
-            report.add(where, f"case '{case.key}': {exc.errors()[0]['msg']}")
-            continue
-        except TemplateError as exc:
-            report.add(("params",), f"case '{case.key}': {exc.field}: {exc.what}")
-            continue
-        if not context.allow_overflow:
-            _check_window(context, index, case, name, rendered, params, target)
-        key = (
-            target.id,
-            name,
-            rendered.is_chat,
-            rendered.suffix is not None,
-            tuple(params.set_values()),
+def _locate(failure: Failure, planned: CasePlan) -> tuple[Spot, str]:
+    """Where a failure of the planning pass points, and what it says."""
+    case, exc, variant = planned.case, failure.error, failure.variant
+    where: Spot = ("cases", planned.index)
+    if isinstance(exc, TemplateError) and failure.stage == "prompt":
+        what = f"{_in_variant(variant)}{exc.field}: {exc.what}"
+        return _template_spot(exc, case, where, variant), f"case '{case.key}': {what}"
+    if isinstance(exc, TemplateError) and failure.stage == "check":
+        return failure.path, f"case '{case.key}': check {exc.field}: {exc.what}"
+    if failure.stage == "check":  # a templated regex that does not compile
+        return failure.path, f"case '{case.key}': {exc}"
+    if isinstance(exc, TemplateError):  # in a tool definition
+        return ("params",), f"case '{case.key}': {exc.field}: {exc.what}"
+    if isinstance(exc, ValidationError):  # e.g. a case's tool_choice naming no declared tool
+        spot = (*where, "params") if case.params else ("params",)
+        return spot, f"case '{case.key}': {exc.errors()[0]['msg']}"
+    spot = ("prompt",)  # an endpoint the model does not have
+    if failure.rendered is not None and failure.rendered.suffix is not None:
+        spot = ("suffix",)
+    elif variant:
+        spot = ("variants", variant)
+    return spot, f"{_in_variant(variant)}{exc}"
+
+
+def _check_window(planner: Planner, index: int, group: Group, report: _Problems) -> None:
+    """Prompt plus max_tokens must fit the context window (the estimate's rule)."""
+    tokens = planner.overflow(group)
+    if tokens is not None:
+        target, case = group.target, group.case
+        window = target.info.context_window
+        what = overflow_text(
+            case.key, group.variant, tokens, group.params.max_tokens, target.label, window
         )
-        if key in context.sendable:
-            continue
-        context.sendable.add(key)
-        path: tuple[str | int, ...] = ("prompt",)
-        if rendered.suffix is not None:
-            path = ("suffix",)
-        elif name:
-            path = ("variants", name)
-        try:
-            endpoint = endpoint_for(rendered, target.info)
-        except Unsendable as exc:
-            report.add(path, f"{_in_variant(name)}{exc}")
-            continue
-        try:
-            build_body(endpoint, target.model, rendered, params)
-        except Unsendable as exc:
-            report.add(("params",), f"{target.id}: {exc}")
-        if target.provider == "local":
-            unsupported = [
-                n for n in ("tools", "functions", "tool_choice") if getattr(params, n) is not None
-            ]
-            if params.response_format is not None and params.response_format.type == "json_schema":
-                unsupported.append("response_format json_schema")
-            if unsupported:
-                what = ", ".join(unsupported)
-                report.add(("params",), f"{target.id}: local models do not support {what}")
+        report.add(("cases", index), what)
 
 
-def _check_window(
-    context: _Context,
-    index: int,
-    case: Case,
-    variant: str,
-    rendered: Rendered,
-    params: Params,
-    target: Target,
-) -> None:
-    """Prompt plus max_tokens must fit the context window. A prompt's UTF-8 bytes bound its
-    tokens, so the tokenizer runs only for the rare prompt that might not fit."""
-    window = target.info.context_window
-    max_tokens = params.max_tokens or 1
-    if rendered.is_chat:
-        texts = [str(v) for message in rendered.messages or () for _, v in message]
-        overhead = 4 * len(texts) + 3
-    else:
-        texts = [rendered.prompt or "", rendered.suffix or ""]
-        overhead = 0
-    if fits(sum(len(t.encode("utf-8")) for t in texts) + overhead, params.max_tokens, window):
-        return  # UTF-8 bytes (plus the per-message overhead) bound the prompt's tokens
-    counter = context.counters.setdefault(target.id, Counter(target.info))
-    if rendered.is_chat:
-        prompt = counter.body({"messages": rendered.message_dicts()})
-    else:
-        prompt = counter.body({"prompt": rendered.prompt or "", "suffix": rendered.suffix})
-    if not fits(prompt, params.max_tokens, window):
-        context.report.add(
-            ("cases", index),
-            f"case '{case.key}': {_in_variant(variant)}{prompt} prompt tokens + max_tokens "
-            f"{max_tokens} exceed {target.label}'s context window of {window} "
-            "(use --allow-overflow to send it anyway)",
-        )
-
-
-def _check_check(
-    renderer: Renderer,
-    check: Check,
-    variables: dict[str, object],
-    case_id: str,
-    path: tuple[str | int, ...],
-    report: _Problems,
-) -> None:
+def _check_sendable(group: Group, sendable: set[tuple[object, ...]], report: _Problems) -> None:
+    """The body each (model, variant, prompt shape, params) makes, checked once."""
+    target, rendered, params = group.target, group.rendered, group.params
+    key = (
+        target.id,
+        group.variant,
+        rendered.is_chat,
+        rendered.suffix is not None,
+        tuple(params.set_values()),
+    )
+    if key in sendable:
+        return
+    sendable.add(key)
     try:
-        rendered = renderer.check(check, dict(variables), (check.label,))
-        if rendered.kind == "regex":
-            compile_regex(rendered.arg)
-    except TemplateError as exc:
-        report.add(path, f"case '{case_id}': check {exc.field}: {exc.what}")
-    except PydanticCustomError as exc:
-        report.add(path, f"case '{case_id}': {exc.message()}")
+        build_body(group.endpoint, target.model, rendered, params)
+    except Unsendable as exc:
+        report.add(("params",), f"{target.id}: {exc}")
+    if target.provider == "local":
+        unsupported = [
+            n for n in ("tools", "functions", "tool_choice") if getattr(params, n) is not None
+        ]
+        if params.response_format is not None and params.response_format.type == "json_schema":
+            unsupported.append("response_format json_schema")
+        if unsupported:
+            what = ", ".join(unsupported)
+            report.add(("params",), f"{target.id}: local models do not support {what}")
 
 
 def _check_judge(

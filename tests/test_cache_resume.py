@@ -19,7 +19,7 @@ from evalkit.budget import max_cost
 from evalkit.cache import FILE as CACHE_FILE
 from evalkit.cache import lookup_entry
 from evalkit.cli import main
-from evalkit.plan import plan
+from evalkit.planner import plan
 from evalkit.runner import dry_run, resume_run
 from evalkit.store import read_journal
 from evalkit.suite import ModelSpec

@@ -16,7 +16,8 @@ import pytest
 from evalkit import COLUMNS
 from evalkit.dispatch import _entry
 from evalkit.frame import records, rows, to_frame
-from evalkit.plan import Request, plan
+from evalkit.plan import Request
+from evalkit.planner import plan
 from evalkit.providers import ProviderError
 from evalkit.suite import ModelSpec, Suite
 from evalkit.targets import resolve

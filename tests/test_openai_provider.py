@@ -19,7 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from evalkit.plan import Endpoint, Request, plan
+from evalkit.plan import Endpoint, Request
+from evalkit.planner import plan
 from evalkit.providers import Completion, ProviderError
 from evalkit.providers.openai import OpenAIProvider, make_transport
 from evalkit.retry import parse_duration, retry_after

@@ -1,8 +1,9 @@
 """evalkit.plan: suite × model → requests, their keys, the endpoint that follows the model.
 
 Bodies against the OpenAI spec are tested in test_request_bodies.py and `endpoint_for` on a
-hand-made `Rendered` in test_render.py; here: what `plan`/`groups` produce from a whole suite,
-and the request key's stability and sensitivity.
+hand-made `Rendered` in test_render.py; here: what a model's stream of the planner produces
+from a whole suite, and the request key's stability and sensitivity (the planning pass itself,
+shared by validation, the estimate, resume and the run: test_planner.py).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import Any
 import pytest
 
 from evalkit.errors import Unsendable
-from evalkit.plan import Request, check_columns, count_requests, groups, plan
+from evalkit.plan import Group, Request, check_columns, count_requests
+from evalkit.planner import Planner, plan
 from evalkit.suite import ModelSpec, Suite
 from evalkit.targets import Target, resolve
 
@@ -31,6 +33,10 @@ def suite(**fields: Any) -> Suite:
         "cases": [{"id": "a", "vars": {"word": "x"}}],
     }
     return Suite.model_validate({**data, **fields})
+
+
+def groups(s: Suite, t: Target, samples: int | None = None) -> list[Group]:
+    return list(Planner(s, [t], samples).groups(t))
 
 
 def keys(s: Suite, t: Target | None = None, samples: int | None = None) -> list[str]:

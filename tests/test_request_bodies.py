@@ -30,7 +30,8 @@ from referencing.jsonschema import DRAFT202012
 from evalkit.errors import Unsendable
 from evalkit.load import load_suite
 from evalkit.moderation import moderation_request
-from evalkit.plan import Endpoint, build_body, plan
+from evalkit.plan import Endpoint, build_body
+from evalkit.planner import plan
 from evalkit.render import Rendered, Renderer
 from evalkit.suite import Case, Message, ModelSpec, Params, Suite
 from evalkit.targets import resolve

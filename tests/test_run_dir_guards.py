@@ -18,7 +18,7 @@ from evalkit import RunSettings, load_run, load_suite, run_suite
 from evalkit.budget import max_cost
 from evalkit.cache import FILE as CACHE_FILE
 from evalkit.cli import main
-from evalkit.plan import plan
+from evalkit.planner import plan
 from evalkit.suite import ModelSpec
 from evalkit.targets import resolve
 from evalkit.tokens import Counter

@@ -112,3 +112,31 @@ def test_invalid_json_schema_is_reported_at_load(write: Write) -> None:
         assert "not a valid JSON Schema" in str(exc) and exc.problems[0].line == 2
     else:
         raise AssertionError("an invalid schema was accepted")
+
+
+def test_a_string_prompt_to_a_chat_model_is_counted_as_the_message_it_is_sent_as(
+    tmp_path: Path,
+) -> None:
+    """Validation counts the prompt as sent (one user message, with its overhead), as the
+    estimate does: one window is an overflow for both, one token more fits both."""
+    from evalkit import RunSettings, dry_run
+    from evalkit.catalog import lookup
+    from evalkit.tokens import Counter
+
+    text = "lorem ipsum dolor " * 20
+    sent = Counter(lookup("openai/gpt-4")).body({"messages": [{"role": "user", "content": text}]})
+    assert sent > Counter(lookup("openai/gpt-4")).text(text) + 1
+    for window, overflows in ((sent + 1, False), (sent, True)):
+        path = tmp_path / f"w{window}.yaml"
+        path.write_text(
+            f'models: [{{id: openai/gpt-4, context_window: {window}}}]\nprompt: "{text}"\n'
+            "cases: [{id: c}]\n"
+        )
+        suite = load_suite(path)
+        problems = [str(p) for p in check_suite(suite, environ={})]
+        estimate = dry_run(suite, RunSettings(out=tmp_path / "runs", environ={}))
+        assert bool(estimate[0].overflows) is overflows
+        assert [p for p in problems if "context window" in p] == (
+            [str(p) for p in estimate.problems] if overflows else []
+        )
+        assert all(f"{sent} prompt tokens + max_tokens 1" in p for p in problems)
