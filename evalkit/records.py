@@ -352,6 +352,18 @@ class Folded:
     def spent(self) -> float:
         return sum(self.charges.values())
 
+    def retire(self, slots: Iterable[Slot]) -> None:
+        """Drop what was read for `slots`, as a `retire` line does (what was paid stays)."""
+        gone = set(slots)
+        prior = self.prior
+        self.requests = {k: v for k, v in self.requests.items() if k[:3] not in gone}
+        self.verdicts = {k: v for k, v in self.verdicts.items() if k[:3] not in gone}
+        prior.selections = {k: v for k, v in prior.selections.items() if k not in gone}
+        prior.requests = {k: v for k, v in prior.requests.items() if _slot(v) not in gone}
+        prior.judged = {k: v for k, v in prior.judged.items() if _slot(v) not in gone}
+        for slot in gone:
+            self.first_round.pop(slot, None)
+
 
 def fold(entries: Iterable[Mapping[str, Any]]) -> Folded:
     """Entries (validated journal lines, see entries.py) folded in order; their counts and
@@ -361,7 +373,7 @@ def fold(entries: Iterable[Mapping[str, Any]]) -> Folded:
     for line in entries:
         kind = line.get("kind")
         if kind == "retire":
-            _retire(out, {(s[0], s[1], s[2]) for s in line.get("slots") or []})
+            out.retire((s[0], s[1], s[2]) for s in line.get("slots") or [])
             continue
         slot = _slot(line)
         if kind == "select":
@@ -385,17 +397,6 @@ def fold(entries: Iterable[Mapping[str, Any]]) -> Folded:
             if line.get("round", 0) == 0:
                 out.first_round.setdefault(slot, set()).add(str(key))
     return out
-
-
-def _retire(out: Folded, gone: set[Slot]) -> None:
-    prior = out.prior
-    out.requests = {k: v for k, v in out.requests.items() if k[:3] not in gone}
-    out.verdicts = {k: v for k, v in out.verdicts.items() if k[:3] not in gone}
-    prior.selections = {k: v for k, v in prior.selections.items() if k not in gone}
-    prior.requests = {k: v for k, v in prior.requests.items() if _slot(v) not in gone}
-    prior.judged = {k: v for k, v in prior.judged.items() if _slot(v) not in gone}
-    for slot in gone:
-        out.first_round.pop(slot, None)
 
 
 def _slot(entry: Mapping[str, Any]) -> Slot:

@@ -53,6 +53,7 @@ def prepare(
     for slot, keys in first_round.items():
         if slot not in planned or not keys <= planned[slot]:
             plan.retired.append(slot)
+    folded.retire(plan.retired)  # run afresh: the retire line goes before anything reused
     current_cases = {c.key for c in suite.cases}
     plan.changed_cases = sorted({s[0] for s in plan.retired if s[0] in current_cases})
     plan.removed_cases = sorted({s[0] for s in plan.retired if s[0] not in current_cases})
