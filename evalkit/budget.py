@@ -25,6 +25,10 @@ def max_cost(request: Request, counter: Counter) -> float:
     return info.cost(prompt, completion * request.choices)
 
 
+class BudgetReached(Exception):
+    """The next request would take the run past `--max-cost`."""
+
+
 class Budget:
     """Spent and reserved dollars against an optional ceiling."""
 

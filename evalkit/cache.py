@@ -16,10 +16,12 @@ import re
 import sqlite3
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from evalkit.entries import answer_problem
+from evalkit.records import Answer, Encoded, decode
 
 if TYPE_CHECKING:
     from evalkit.plan import Request
@@ -64,7 +66,8 @@ class Cache:
                 file=sys.stderr,
             )
 
-    def get(self, key: str) -> dict[str, Any] | None:
+    def get(self, key: str) -> Encoded | None:
+        """The answer kept for `key`, with its choices' texts as stored (see records.decode)."""
         if self._db is None or not self.read:
             return None
         if self._keys is not None and key not in self._keys:
@@ -75,8 +78,9 @@ class Cache:
             return None
         if row is None:
             return None
+        texts: list[str] | None = None
         try:
-            answer = json.loads(row[0])
+            answer, texts = decode(row[0])
         except (TypeError, ValueError, RecursionError):
             answer = None
             problem: str | None = "not JSON"
@@ -85,7 +89,7 @@ class Cache:
         if problem is not None:
             self._unusable(key, problem)
             return None
-        return dict(answer)
+        return Encoded(cast(Answer, answer), texts)
 
     def _unusable(self, key: str, problem: str) -> None:
         self.unusable += 1
@@ -96,8 +100,9 @@ class Cache:
                 file=sys.stderr,
             )
 
-    def put(self, request: Request, answer: dict[str, Any]) -> None:
-        """Keep an answer under its request's key (with the key's parts, for `explain`)."""
+    def put(self, request: Request, answer: str) -> None:
+        """Keep an answer (its JSON text, `Encoded.row`) under its request's key, with the
+        key's parts for `explain`."""
         if self._db is None:
             return
         if self._keys is not None:
@@ -110,7 +115,7 @@ class Cache:
             model,
             request.sample,
             request.wire,
-            json.dumps(answer),
+            answer,
             time.time(),
         )
         self._pending.append(row)
@@ -167,12 +172,13 @@ def explain(folder: Path, run_dir: Path, case: str, model: str) -> list[dict[str
     """Each request of `case` × `model` in a run: its key, the key's parts, and whether the
     cache holds it now (for `evalkit cache explain`)."""
     from evalkit.errors import InputError
+    from evalkit.records import fold
     from evalkit.store import read_journal, read_manifest
 
     read_manifest(run_dir)
     found = []
-    for entry in read_journal(run_dir):
-        if entry.get("kind") or entry.get("case_id") != case:
+    for entry in fold(read_journal(run_dir)).requests.values():
+        if entry.get("case_id") != case:
             continue
         if model not in (entry.get("model"), entry.get("model_id")):
             continue
@@ -196,7 +202,7 @@ def explain(folder: Path, run_dir: Path, case: str, model: str) -> list[dict[str
     return found
 
 
-def _body_from_journal(entry: dict[str, Any]) -> dict[str, Any]:
+def _body_from_journal(entry: Mapping[str, Any]) -> dict[str, Any]:
     """The request body as sent, rebuilt from its journal line."""
     body: dict[str, Any] = {"model": str(entry.get("model_id", "")).split("/", 1)[-1]}
     body["messages" if entry.get("endpoint") == "chat" else "prompt"] = entry.get("prompt")

@@ -4,8 +4,8 @@ The journal and the cache are files that a crash, another program or a person ca
 A line or row that is JSON but not what evalkit writes (`{}`, a request without its key, a
 sample that is not a number, a retire line without slots) is skipped with a warning where it
 is read, so `--resume` and `load_run` never fail on it and never turn it into a row. Token
-counts and costs are only checked for their type here: the frame and the budget treat a
-negative or impossible value as unknown (see catalog.ModelInfo.usage).
+counts and costs are only checked for their type here: `records.fold`, which every reader
+goes through, makes a negative or impossible value unknown.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ FLAG: Rule = (lambda v: isinstance(v, bool), "true or false")
 INT64: Rule = (lambda v: _whole(v) and -_INT64 <= v <= _INT64, "a whole number")
 SAMPLE = _range(0, MAX_SAMPLE)
 TIME: Rule = (_iso_time, "an ISO 8601 time")
-COUNT: Rule = (_whole, "a whole number")  # the frame and the budget judge its size
+COUNT: Rule = (_whole, "a whole number")  # records.fold judges its size
 CALLS: Rule = (
     lambda v: (
         isinstance(v, list)

@@ -19,9 +19,9 @@ Validation turns `TemplateError`, `Unsendable` and `UnknownModel` into the `Prob
 These stay inside the modules that raise them, because they never reach the user as
 exceptions: each is caught where it is raised and becomes something the user reads.
 
-- `providers.ProviderError`: a request that failed; the dispatcher retries it or journals
+- `providers.ProviderError`: a request that failed; the sender retries it or journals
   an error record (its `error_type` and message are the report's error columns).
-- `dispatch.BudgetReached`: the next request would pass `--max-cost`; the run ends with
+- `budget.BudgetReached`: the next request would pass `--max-cost`; the run ends with
   status `budget`, which is exit 3.
 - `sandbox.RenderLimit` (and `TooSlow`): a template asked for too much; `render.py` turns
   it into a `TemplateError`.

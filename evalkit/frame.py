@@ -1,21 +1,21 @@
 """Records → one pandas DataFrame, one row per sample, built in one place from declared columns.
 
 A journal entry is one request; a request with `n` choices becomes `n` rows whose tokens and
-cost are split evenly, so sums over rows equal what was paid. A token count or a cost that
-cannot be true (negative, not finite, more than `catalog.USAGE_CEILING` tokens) is unknown
-(`<NA>`), whoever wrote the journal.
+cost are split evenly, so sums over rows equal what was paid. The journal is read through
+`records.fold`, which makes a token count or a cost that cannot be true (negative, not
+finite, more than `catalog.USAGE_CEILING` tokens) unknown (`<NA>`), whoever wrote it.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from evalkit.catalog import believable, believable_cost
 from evalkit.checks import combine
+from evalkit.records import fold
 from evalkit.store import RESULTS, read_journal, read_manifest
 
 if TYPE_CHECKING:
@@ -67,8 +67,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
 # plus, per check, `check.<name>` (boolean) and `check.<name>.score` (float64)
 
 
-def rows(entry: dict[str, Any], run_id: str, suite: str) -> list[dict[str, Any]]:
-    """The DataFrame rows of one journal entry."""
+def rows(entry: Mapping[str, Any], run_id: str, suite: str) -> list[dict[str, Any]]:
+    """The DataFrame rows of one request entry, its counts and costs believable (see fold)."""
     n = max(1, int(entry.get("n") or 1))
     choices = entry.get("choices") or [{"index": i} for i in range(n)]
     count = len(choices)
@@ -99,9 +99,9 @@ def rows(entry: dict[str, Any], run_id: str, suite: str) -> list[dict[str, Any]]
         "must_pass": bool(entry.get("must_pass", False)),
         "params": _json(entry.get("params")),
     }
-    prompt_tokens = _split(believable(entry.get("prompt_tokens")), count)
-    completion_tokens = _split(believable(entry.get("completion_tokens")), count)
-    cost = believable_cost(entry.get("cost_usd"))
+    prompt_tokens = _split(entry.get("prompt_tokens"), count)
+    completion_tokens = _split(entry.get("completion_tokens"), count)
+    cost = entry.get("cost_usd")
     out = []
     for position, choice in enumerate(choices):
         p, c = prompt_tokens[position], completion_tokens[position]
@@ -127,7 +127,9 @@ def rows(entry: dict[str, Any], run_id: str, suite: str) -> list[dict[str, Any]]
     return out
 
 
-def _set_check(row: dict[str, Any], name: str, passed: bool, score: float, reason: str) -> None:
+def _set_check(
+    row: dict[str, Any], name: str, passed: bool, score: float, reason: str | None
+) -> None:
     row[f"check.{name}"] = passed
     row[f"check.{name}.score"] = score
     if not passed:
@@ -190,42 +192,29 @@ def frame_of_journal(
     return to_frame(records(read_journal(run_dir, warn), run_id, suite))
 
 
-def records(entries: Iterable[dict[str, Any]], run_id: str, suite: str) -> list[dict[str, Any]]:
-    """DataFrame rows from journal entries, read in order.
+def records(entries: Iterable[Mapping[str, Any]], run_id: str, suite: str) -> list[dict[str, Any]]:
+    """DataFrame rows from journal entries, folded in order (see `records.fold`).
 
     A later entry for the same sample replaces an earlier one (a resumed run re-sent it or
     re-scored it); a `retire` entry drops what came before for the case × variant × model it
     names (the suite changed); selections and judge verdicts are applied last.
     """
+    folded = fold(entries)
     rows_by_slot: dict[tuple[Any, ...], dict[str, Any]] = {}
-    selections: dict[tuple[Any, ...], dict[str, Any]] = {}
-    verdicts: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for entry in entries:
-        kind = entry.get("kind")
-        group = (entry.get("case_id"), entry.get("variant", ""), entry.get("model"))
-        if kind == "retire":
-            gone = {tuple(slot) for slot in entry.get("slots") or []}
-            rows_by_slot = {k: v for k, v in rows_by_slot.items() if k[:3] not in gone}
-            selections = {k: v for k, v in selections.items() if k not in gone}
-            verdicts = {k: v for k, v in verdicts.items() if k[:3] not in gone}
-        elif kind == "select":
-            selections[group] = entry
-        elif kind == "judge":  # a judge's or a moderation call's verdict
-            verdicts[(*group, entry.get("sample"), entry.get("check"))] = entry
-        else:
-            for row in rows(entry, run_id, suite):
-                rows_by_slot[(row["case_id"], row["variant"], row["model"], row["sample"])] = row
-    for group, entry in selections.items():
-        chosen = set(entry.get("selected") or [])
-        for number in entry.get("samples") or []:
+    for entry in folded.requests.values():
+        for row in rows(entry, run_id, suite):
+            rows_by_slot[(row["case_id"], row["variant"], row["model"], row["sample"])] = row
+    for group, selection in folded.selections.items():
+        chosen = set(selection.get("selected") or [])
+        for number in selection.get("samples") or []:
             sampled = rows_by_slot.get((*group, number))
             if sampled is not None:
                 sampled["selected"] = number in chosen
-    for (case_id, variant, model, number, check), entry in verdicts.items():
+    for (case_id, variant, model, number, check), verdict in folded.verdicts.items():
         graded = rows_by_slot.get((case_id, variant, model, number))
         if graded is not None:
-            _set_check(graded, check, entry["passed"], entry["score"], entry["reason"])
-            graded["judge_cost_usd"] += believable_cost(entry.get("cost_usd")) or 0.0
+            _set_check(graded, check, verdict["passed"], verdict["score"], verdict["reason"])
+            graded["judge_cost_usd"] += verdict.get("cost_usd") or 0.0
     out = list(rows_by_slot.values())
     for row in out:
         _finish_row(row)

@@ -1,9 +1,10 @@
 """The `judge` check: another model grades an output against a rubric.
 
-The judge's request goes through the same runner as every other (limits, retries, journal),
-so it is recorded with its usage and cost and linked to the sample it grades. Its answer is
-read robustly: a final `VERDICT: PASS|FAIL` line, or `SCORE: x` (0..1, or 0..10), and
-anything unreadable is a failed check whose reason quotes the answer, never a crash.
+The judge's request goes through the same sender as every other (limits, retries, journal;
+see grading.py), so it is recorded with its usage and cost and linked to the sample it
+grades. Its answer is read robustly: a final `VERDICT: PASS|FAIL` line, or `SCORE: x`
+(0..1, or 0..10), and anything unreadable is a failed check whose reason quotes the answer,
+never a crash.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The `moderation` check: the output goes to `/v1/moderations` and passes when not flagged.
 
-Like the judge, the call goes through the runner (cache, limits, retries, journal), so it is
+Like the judge, the call goes through the sender (cache, limits, retries, journal), so it is
 recorded and costed (moderation is free at OpenAI's prices, and the catalogue says so).
 """
 

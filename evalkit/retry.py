@@ -7,11 +7,13 @@ server's hint, which also pauses the model after a 429, at 10 minutes.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import random
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TypeVar
 
 from tenacity import (
     AsyncRetrying,
@@ -25,6 +27,8 @@ from evalkit.providers import ProviderError
 MAX_WAIT_S = 60.0
 MAX_HINT_S = 600.0  # per-minute limits reset well within it; a longer hint would stall the run
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+
+T = TypeVar("T")
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -110,9 +114,9 @@ def policy(
 ) -> AsyncRetrying:
     """A retry loop for one request: `async for attempt in policy(...): with attempt:`.
 
-    The runner makes the first attempt itself and enters this loop only after a retryable
-    failure (`earlier_attempts=1`): building a tenacity loop for every request cost more CPU
-    than the request's HTTP.
+    `with_retries` makes the first attempt itself and enters this loop only after a
+    retryable failure (`earlier_attempts=1`): building a tenacity loop for every request cost
+    more CPU than the request's HTTP.
     """
     return AsyncRetrying(
         stop=stop_after_attempt(max(1, max_attempts)),
@@ -120,3 +124,29 @@ def policy(
         retry=retry_if_exception(_is_retryable),
         reraise=True,
     )
+
+
+async def with_retries(
+    attempt: Callable[[], Awaitable[T]], max_attempts: int, initial_wait_s: float = 0.5
+) -> tuple[T | ProviderError, int]:
+    """The first success of `attempt`, or its last ProviderError, and the attempts made.
+
+    The first attempt goes without tenacity (most requests need no retry); after a retryable
+    failure, `policy` waits and tries again, up to `max_attempts` in all. Any other exception
+    (a cancellation, a bug) propagates.
+    """
+    made = 1
+    try:
+        return await attempt(), made
+    except ProviderError as first:
+        if not first.retryable or max_attempts <= 1:
+            return first, made
+        await asyncio.sleep(wait_after(first, 1, initial_wait_s))
+    try:
+        async for trying in policy(max_attempts - 1, initial_wait_s, earlier_attempts=1):
+            with trying:
+                made += 1
+                result = await attempt()
+    except ProviderError as last:
+        return last, made
+    return result, made

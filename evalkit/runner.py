@@ -21,17 +21,20 @@ from typing import TYPE_CHECKING, Any
 from evalkit.budget import Budget
 from evalkit.cache import Cache, cache_dir
 from evalkit.checkspec import GRADED_BY_A_MODEL
-from evalkit.dispatch import Dispatcher, grader_model
+from evalkit.dispatch import Dispatcher
 from evalkit.errors import ConfigError, InputError, RunError, SuiteError, exit_code
 from evalkit.estimate import DryRun, estimate, overflow_problems
 from evalkit.frame import frame_of_journal
+from evalkit.grading import grader_model
 from evalkit.limits import ModelLimits
 from evalkit.plan import count_requests
 from evalkit.planner import Planner
 from evalkit.progress import Progress
 from evalkit.providers import Provider
+from evalkit.records import retire_entry
 from evalkit.resume import ResumePlan, prepare, unfinished_runs
-from evalkit.store import RESULTS, RunDir, file_sha256, new_run_id, now_iso, read_manifest
+from evalkit.send import Paced, SendSettings, Tally
+from evalkit.store import RunDir, file_sha256, new_run_id, now_iso, read_manifest
 from evalkit.suite import ModelSpec, Suite
 from evalkit.targets import Target, resolve
 from evalkit.validate import validated
@@ -320,15 +323,6 @@ async def _execute(
     cache = (
         Cache(cache_dir(settings.cache_dir), read=not settings.refresh) if settings.cache else None
     )
-    state = Dispatcher(
-        run,
-        settings,
-        progress,
-        Path(suite.source).parent,
-        cache,
-        Budget(settings.max_cost, resume.spent if resume else 0.0),
-        resume.prior if resume else None,
-    )
     # the HTTP stack is imported by the run that needs it: `import evalkit` stays light
     from evalkit.providers.openai import OpenAIProvider, make_transport
 
@@ -336,8 +330,8 @@ async def _execute(
     transport = make_transport(in_flight + 4)
     run.open_journal()
     if resume and resume.retired:
-        run.append({"kind": "retire", "slots": [list(s) for s in resume.retired]})
-    paced: dict[str, tuple[Target, Provider, ModelLimits]] = {}
+        run.append(retire_entry(resume.retired))
+    paced: dict[str, Paced] = {}
     for target in [*targets, *judges]:
         if target.id not in paced:
             paced[target.id] = (
@@ -346,7 +340,16 @@ async def _execute(
                 or OpenAIProvider(transport, target.base_url, keys[target.id], settings.timeout_s),
                 ModelLimits(target.concurrency, target.rpm, target.tpm),
             )
-    state.judges = {j.id: paced[j.id] for j in judges}
+    state = Dispatcher(
+        run,
+        SendSettings(settings.max_retries, settings.retry_initial_s),
+        progress,
+        Path(suite.source).parent,
+        {j.id: paced[j.id] for j in judges},
+        cache,
+        Budget(settings.max_cost, resume.spent if resume else 0.0),
+        resume.prior if resume else None,
+    )
     workers: list[asyncio.Task[None]] = []
     for target in targets:
         _, sender, limits = paced[target.id]
@@ -388,35 +391,36 @@ async def _execute(
         for r in results
         if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError)
     ]
-    return _finish(settings, run, state, interrupted, failures)
+    return _finish(settings, run, state.tally, state.budget, interrupted, failures)
 
 
 def _finish(
     settings: RunSettings,
     run: RunDir,
-    state: Dispatcher,
+    tally: Tally,
+    budget: Budget,
     interrupted: bool,
     failures: list[BaseException],
 ) -> RunResult:
     planned = sum(run.manifest["planned"].values())
-    rate = state.errors / state.requests if state.requests else 0.0
+    rate = tally.errors / tally.requests if tally.requests else 0.0
     status, reason = "complete", None
     if failures:
         status, reason = "failed", f"{type(failures[0]).__name__}: {failures[0]}"
     elif interrupted:
         status, reason = "interrupted", "interrupted by a signal; finished requests are kept"
-    elif state.budget.exhausted:
+    elif budget.exhausted:
         status = "budget"
         reason = (
-            f"--max-cost ${settings.max_cost:g} reached: spent ${state.budget.spent:.4f}; "
+            f"--max-cost ${settings.max_cost:g} reached: spent ${budget.spent:.4f}; "
             "the next request could have passed the ceiling, so it was not sent"
         )
-    elif state.stopped_models:
-        status, reason = "failed", "; ".join(state.stopped_models.values())
+    elif tally.stopped_models:
+        status, reason = "failed", "; ".join(tally.stopped_models.values())
     elif rate > settings.max_error_rate:
         status = "failed"
         reason = (
-            f"error rate {rate:.1%} ({state.errors} of {state.requests} requests) is above "
+            f"error rate {rate:.1%} ({tally.errors} of {tally.requests} requests) is above "
             f"--max-error-rate {settings.max_error_rate:.1%}"
         )
     frame = frame_of_journal(run.path, run.manifest, warn=False)  # a resume warned already
@@ -424,26 +428,19 @@ def _finish(
     failed = int((~kept["passed"].fillna(False).astype(bool)).sum())
     counts = {
         "planned": planned,
-        "requests": state.requests,
-        "errors": state.errors,
-        "reused": state.reused,
-        "cached": sum(s.get("cached", 0) for s in state.per_model.values()),
+        "requests": tally.requests,
+        "errors": tally.errors,
+        "reused": tally.reused,
+        "cached": tally.cached,
         "samples": len(frame),
         "failed_samples": failed,
-        "spent_usd": state.budget.spent,
+        "spent_usd": budget.spent,
     }
+    unwritten = run.write_results(frame)
+    if unwritten is not None:
+        status, reason = "failed", "; ".join(filter(None, [reason, unwritten]))
     try:
-        frame.to_parquet(run.path / RESULTS, index=False)
-    except OSError as exc:
-        (run.path / RESULTS).unlink(missing_ok=True)
-        status = "failed"
-        reason = "; ".join(
-            filter(
-                None, [reason, f"cannot write {RESULTS} ({exc}); the journal holds every result"]
-            )
-        )
-    try:
-        run.finish(status, reason=reason, counts=counts, per_model=state.per_model)
+        run.finish(status, reason=reason, counts=counts, per_model=tally.per_model)
     except RunError as exc:  # a full disk: say why the run stopped, and that it can go on
         if failures and not isinstance(failures[0], RunError):
             raise failures[0] from exc
@@ -451,7 +448,7 @@ def _finish(
     if failures:
         raise failures[0]  # a RunError is exit 3; anything else is a bug (exit 4)
     return RunResult(
-        run.path, status, state.requests, state.errors, reason, state.per_model, failed, frame
+        run.path, status, tally.requests, tally.errors, reason, tally.per_model, failed, frame
     )
 
 

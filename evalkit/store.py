@@ -19,22 +19,24 @@ import secrets
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from evalkit.entries import journal_problem
 from evalkit.errors import InputError, RunError
+from evalkit.records import journal_line
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 JOURNAL = "journal.jsonl"
 RESULTS = "results.parquet"
 WARN_LINES = 5  # lines skipped with a warning of their own; the rest are counted
-# json.dumps(entry, separators=(",", ":"), default=str), its encoder built once, not per line
-_LINE = json.JSONEncoder(separators=(",", ":"), default=str)
 
 
 @dataclass
@@ -107,12 +109,13 @@ class RunDir:
         with contextlib.suppress(OSError):
             _APPENDED[os.path.abspath(path)] = _appended(path, os.fstat(self._journal.fileno()))
 
-    def append(self, entry: dict[str, Any]) -> None:
-        """Write one finished request; fails loudly (RunError) if it cannot be written, and
-        every later append repeats why."""
+    def append(self, entry: Mapping[str, Any], choices: Sequence[str] | None = None) -> None:
+        """Write one finished request (`choices`: its choices' JSON texts, see
+        records.journal_line); fails loudly (RunError) if it cannot be written, and every
+        later append repeats why."""
         if self._journal is None:
             raise RunError(self._failure or f"the journal {self.path / JOURNAL} is not open")
-        line = _LINE.encode(entry) + "\n"  # ASCII
+        line = journal_line(entry, choices) + "\n"  # ASCII
         try:
             self._journal.write(line)
             self._journal.flush()
@@ -146,6 +149,17 @@ class RunDir:
         finally:
             with contextlib.suppress(OSError):
                 journal.close()
+
+    def write_results(self, frame: pd.DataFrame) -> str | None:
+        """Write `results.parquet`; why it could not be written (a full disk), or None. A
+        partial file is removed: the journal holds every result, and load_run reads it."""
+        path = self.path / RESULTS
+        try:
+            frame.to_parquet(path, index=False)
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            return f"cannot write {RESULTS} ({exc}); the journal holds every result"
+        return None
 
     def finish(self, status: str, **fields: Any) -> None:
         self.close_journal()

@@ -1,6 +1,6 @@
 """evalkit.frame: journal entries → the typed DataFrame, one row per sample.
 
-Entries are built by `dispatch._entry` from a planned request, the way a run journals them;
+Entries are built by `records.request_entry` from a planned request, the way a run journals them;
 load_run over real runs is exercised in test_cache_resume.py and test_api.py. Here: n choices
 → n rows with tokens and cost split so sums are what was paid, error rows, cached rows, the
 declared dtypes, check columns, and how later entries replace earlier ones.
@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 
 from evalkit import COLUMNS
-from evalkit.dispatch import _entry
 from evalkit.frame import records, rows, to_frame
 from evalkit.plan import Request
 from evalkit.planner import plan
 from evalkit.providers import ProviderError
+from evalkit.records import Answer, Provenance, request_entry
 from evalkit.suite import ModelSpec, Suite
 from evalkit.targets import resolve
 
@@ -34,7 +34,7 @@ def request(n: int = 1, sample: int = 0, case: str = "a") -> Request:
     return list(plan(suite, target, samples=sample + 1))[sample]
 
 
-def answer(n: int, prompt_tokens: int = 10, completion_tokens: int = 7) -> dict[str, Any]:
+def answer(n: int, prompt_tokens: int = 10, completion_tokens: int = 7) -> Answer:
     return {
         "choices": [
             {"index": i, "text": f"out{i}", "finish_reason": "stop", "logprobs": None}
@@ -49,7 +49,8 @@ def answer(n: int, prompt_tokens: int = 10, completion_tokens: int = 7) -> dict[
 
 
 def entry(n: int = 1, sample: int = 0, cached: bool = False, **usage: int) -> dict[str, Any]:
-    return _entry(request(n, sample), STARTED, 1, answer(n, **usage), cached=cached)
+    made = request_entry(request(n, sample), answer(n, **usage), Provenance(STARTED, 1, cached))
+    return dict(made)
 
 
 def test_n_choices_become_n_rows_whose_sums_are_what_was_paid() -> None:
@@ -80,7 +81,7 @@ def test_cached_rows_cost_nothing_but_keep_their_tokens() -> None:
 
 def test_error_entry_is_one_failed_row_with_unknown_usage() -> None:
     error = ProviderError("server_error", "boom", retryable=True, status=500)
-    e = _entry(request(n=2), STARTED, 3, error=error)
+    e = request_entry(request(n=2), error, Provenance(STARTED, 3))
     frame = to_frame(records([e], "r", "s"))
     assert len(frame) == 2  # one row per sample the request stood for
     assert frame["error_type"].tolist() == ["server_error"] * 2
@@ -93,7 +94,7 @@ def test_error_entry_is_one_failed_row_with_unknown_usage() -> None:
 def test_unbelievable_token_counts_are_unknown(bad: Any) -> None:
     e = entry()
     e["prompt_tokens"], e["cost_usd"] = bad, float("inf")
-    (row,) = rows(e, "r", "s")
+    (row,) = records([e], "r", "s")
     assert row["prompt_tokens"] is None and row["cost_usd"] is None
     assert row["total_tokens"] == 7  # the known part
 
@@ -137,7 +138,7 @@ def test_a_later_entry_for_the_same_sample_replaces_the_earlier() -> None:
 
 
 def test_retire_drops_the_group_and_select_marks_unselected() -> None:
-    kept, gone = entry(n=2), _entry(request(case="b"), STARTED, 1, answer(1))
+    kept, gone = entry(n=2), request_entry(request(case="b"), answer(1), Provenance(STARTED, 1))
     retire = {"kind": "retire", "slots": [["b", "", gone["model"]]]}
     select = {
         "kind": "select",

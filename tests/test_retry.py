@@ -2,22 +2,23 @@
 
 Header parsing (`retry_after`, `parse_duration`) and the provider's classification of
 failures are tested in test_openai_provider.py and test_hostile_server.py; here: `wait_after`
-(the server's hint vs exponential back-off, jitter, caps) and `policy` (what it retries, when
-it stops), each with real `ProviderError`s and no server.
+(the server's hint vs exponential back-off, jitter, caps), `policy` (what it retries, when
+it stops) and `with_retries` (the first attempt, then the policy), each with real
+`ProviderError`s and no server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import httpx
 import pytest
 from tenacity import AsyncRetrying
 
 from evalkit.providers import ProviderError
-from evalkit.retry import MAX_HINT_S, MAX_WAIT_S, policy, retry_after, wait_after
+from evalkit.retry import MAX_HINT_S, MAX_WAIT_S, policy, retry_after, wait_after, with_retries
 
 
 def _error(retryable: bool = True, hint: float | None = None) -> ProviderError:
@@ -141,3 +142,52 @@ def test_policy_counts_earlier_attempts_in_the_backoff() -> None:
     after_one = policy(3, initial_wait_s=1.0, earlier_attempts=1).wait(_State())  # type: ignore[arg-type]
     assert 1.0 <= fresh <= 2.0  # 1 * 2**0 + jitter in [0, 1]
     assert 2.0 <= after_one <= 3.0  # 1 * 2**1 + jitter in [0, 1]
+
+
+def _attempts(*outcomes: BaseException | str) -> tuple[list[int], Callable[[], Awaitable[str]]]:
+    """A call that raises or returns `outcomes` in turn, and the list of its calls."""
+    calls: list[int] = []
+
+    async def call() -> str:
+        calls.append(len(calls) + 1)
+        outcome = outcomes[len(calls) - 1]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    return calls, call
+
+
+def test_with_retries_returns_the_first_success_and_the_attempts_made() -> None:
+    calls, call = _attempts("ok")
+    assert asyncio.run(with_retries(call, 5, 0.001)) == ("ok", 1) and calls == [1]
+    calls, call = _attempts(_error(hint=0.0), _error(hint=0.0), "ok")
+    assert asyncio.run(with_retries(call, 5, 0.001)) == ("ok", 3) and len(calls) == 3
+
+
+def test_with_retries_returns_the_last_error_when_attempts_run_out() -> None:
+    last = _error(hint=0.0)
+    calls, call = _attempts(_error(hint=0.0), _error(hint=0.0), last)
+    assert asyncio.run(with_retries(call, 3, 0.001)) == (last, 3) and len(calls) == 3
+
+
+@pytest.mark.parametrize("max_attempts", [1, 5])
+def test_with_retries_sends_what_is_not_retryable_once(max_attempts: int) -> None:
+    refused = _error(retryable=False)
+    calls, call = _attempts(refused, "never")
+    assert asyncio.run(with_retries(call, max_attempts, 0.001)) == (refused, 1)
+    retryable = _error(hint=0.0)
+    calls, call = _attempts(retryable, "never")
+    assert asyncio.run(with_retries(call, 1, 0.001)) == (retryable, 1) and calls == [1]
+
+
+def test_with_retries_stops_at_an_error_that_is_not_retryable_after_a_retry() -> None:
+    refused = _error(retryable=False)
+    calls, call = _attempts(_error(hint=0.0), refused, "never")
+    assert asyncio.run(with_retries(call, 5, 0.001)) == (refused, 2) and len(calls) == 2
+
+
+def test_with_retries_lets_other_exceptions_through() -> None:
+    _, call = _attempts(_error(hint=0.0), KeyError("bug"))
+    with pytest.raises(KeyError):
+        asyncio.run(with_retries(call, 5, 0.001))

@@ -100,3 +100,38 @@ def test_a_full_disk_fails_loudly_and_keeps_what_was_written(
     assert [e["case_id"] for e in kept] == [f"c{i}" for i in range(len(kept))]
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "failed" and "journal" in manifest["reason"]
+
+
+def test_results_are_written_beside_the_journal(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    run.append(_entry("a"))
+    run.close_journal()
+    frame = load_run(run.path)
+    assert run.write_results(frame) is None
+    run.finish("complete")
+    assert load_run(run.path).equals(frame)  # read back from results.parquet
+
+
+def test_results_that_cannot_be_written_leave_no_file_and_say_why(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    run.append(_entry("a"))
+    run.close_journal()
+    frame = load_run(run.path)
+    results = run.path / "results.parquet"
+    results.symlink_to(tmp_path / "no such folder" / "results.parquet")  # opening it fails
+    reason = run.write_results(frame)
+    assert reason is not None and reason.startswith("cannot write results.parquet (")
+    assert reason.endswith("the journal holds every result")
+    assert not results.exists() and not results.is_symlink()
+
+
+def test_a_line_spliced_from_encoded_choices_reads_back_as_the_entry(tmp_path: Path) -> None:
+    entry = _entry("a")
+    texts = [json.dumps(c, separators=(",", ":")) for c in entry["choices"]]  # type: ignore[attr-defined]
+    entry["choices"][0]["checks"] = {"x": [True, 1.0, ""]}  # type: ignore[index]
+    run = _run(tmp_path)
+    run.append(entry, texts)
+    run.close_journal()
+    (line,) = (run.path / "journal.jsonl").read_text().splitlines()
+    assert json.loads(line) == entry
+    assert [e for e in read_journal(run.path)] == [entry]
