@@ -57,9 +57,10 @@ class TimeLimitedThreads:
         self._size = size
         self._max_abandoned = max_abandoned
         self._jobs: queue.SimpleQueue[_Job[Any]] = queue.SimpleQueue()
-        self._idle = threading.Semaphore(0)  # one token per thread waiting for a job
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the counts below
         self._threads = 0  # live threads, abandoned ones not counted
+        self._idle = 0  # threads waiting for a job that no call has claimed yet
+        self._backlog = 0  # queued calls that found no idle thread and could start none
         self._abandoned = 0  # threads still running a call past its limit
 
     def submit(self, fn: Callable[[], T], limit_s: float) -> asyncio.Future[T]:
@@ -72,21 +73,27 @@ class TimeLimitedThreads:
         job.timer = loop.call_later(limit_s, self._overdue, job)
         job.future.add_done_callback(lambda _: self._forget(job))
         self._jobs.put(job)
-        if not self._idle.acquire(blocking=False):
-            self._grow()
+        with self._lock:
+            if self._idle:
+                self._idle -= 1  # an idle thread takes it
+            elif not self._grow():
+                self._backlog += 1  # the next thread to finish a call takes it
         return job.future
 
     def _refusal(self) -> TooManyStuck:
         return TooManyStuck(f"not run: {self._abandoned} checks are still running past their limit")
 
-    def _grow(self) -> None:
-        with self._lock:
-            if self._threads >= self._size:
-                return  # the job waits for a busy thread
-            self._threads += 1
+    def _grow(self) -> bool:
+        """(With the lock held.) Start a thread for one queued call, unless the pool is full."""
+        if self._threads >= self._size:
+            return False
+        self._threads += 1
         threading.Thread(target=self._work, name="evalkit-check", daemon=True).start()
+        return True
 
     def _work(self) -> None:
+        """Take one queued call per claim: each queued call is claimed exactly once, by an
+        idle thread, a new thread, or (backlog) the next thread that finishes a call."""
         while True:
             job = self._jobs.get()
             with contextlib.suppress(_Stop):  # a stop that came as the call was ending
@@ -95,7 +102,10 @@ class TimeLimitedThreads:
                 if job.state == _ABANDONED:
                     self._abandoned -= 1
                     return  # another thread has taken this one's place
-            self._idle.release()
+                if self._backlog:
+                    self._backlog -= 1  # a call is waiting: take it
+                else:
+                    self._idle += 1
 
     def _run(self, job: _Job[Any]) -> None:
         with self._lock:
@@ -165,9 +175,10 @@ class TimeLimitedThreads:
         _ask_to_stop(job.thread)
 
     def _replace(self) -> None:
-        """Start a thread for the waiting jobs, if stuck threads left too few."""
-        if not self._jobs.empty():
-            self._grow()
+        """A thread was abandoned: the calls waiting for a busy thread get a new one."""
+        with self._lock:
+            if self._backlog and self._grow():
+                self._backlog -= 1
 
 
 class _Stop(BaseException):

@@ -16,7 +16,8 @@ from typing import Any
 from evalkit.checkspec import Check
 from evalkit.grading import Grader, grader_model, prompt_text, verdict_of
 from evalkit.limits import ModelLimits
-from evalkit.plan import Group, groups
+from evalkit.plan import Group
+from evalkit.planner import Planner
 from evalkit.providers.openai import OpenAIProvider, make_transport
 from evalkit.records import JudgeEntry, RequestEntry
 from evalkit.send import Sender, SendSettings, Tally
@@ -92,7 +93,7 @@ def _group(server: FakeOpenAI) -> Group:
         | {"cases": [{"id": "c"}]}
     )
     target = resolve(ModelSpec(id="openai/gpt-4o"), {}, {"OPENAI_BASE_URL": server.url})
-    (group,) = groups(suite, target)
+    (group,) = Planner(suite, [target]).groups(target)
     return group
 
 

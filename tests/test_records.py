@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from evalkit.plan import Request, plan
+from evalkit.plan import Request
+from evalkit.planner import plan
 from evalkit.providers import ProviderError
 from evalkit.records import (
     Answer,

@@ -17,7 +17,8 @@ import pytest
 from evalkit.budget import Budget, BudgetReached
 from evalkit.cache import Cache
 from evalkit.limits import ModelLimits
-from evalkit.plan import Request, plan
+from evalkit.plan import Request
+from evalkit.planner import plan
 from evalkit.providers import Provider
 from evalkit.providers.openai import OpenAIProvider, make_transport
 from evalkit.records import RequestEntry, decode
