@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from evalkit import RunSettings, SuiteError, load_run, load_suite, run_suite
-from evalkit.checks import evaluate
 from evalkit.checkspec import Check
+from evalkit.evaluate import evaluate
 from fake_openai import FakeOpenAI
 from tests.conftest import cli_env
 
