@@ -107,7 +107,8 @@ class _BoundedLoader(_SafeLoader):  # type: ignore[misc]
     def _compose(self) -> yaml.Node:
         """One node and all it holds, from the events, without recursion; each collection
         and anchor counts the nodes it stands for, so an alias's repeat is known when it is
-        met."""
+        met. Nodes keep their start mark (lines for errors) but not their end mark: nothing
+        reads it, and a 10,000-case suite would keep 150,000 more objects alive."""
         get, resolve = self.get_event, self.resolve
         anchors: dict[str, yaml.Node] = {}
         sizes: dict[str, int] = {}  # anchor -> nodes its value expands to
@@ -123,7 +124,7 @@ class _BoundedLoader(_SafeLoader):  # type: ignore[misc]
                 tag = event.tag
                 if tag is None or tag == "!":
                     tag = resolve(ScalarNode, event.value, event.implicit)
-                node = ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+                node = ScalarNode(tag, event.value, event.start_mark, None, event.style)
                 if anchor is not None:
                     _new_anchor(anchors, anchor, event)
                     anchors[anchor] = node
@@ -145,7 +146,6 @@ class _BoundedLoader(_SafeLoader):  # type: ignore[misc]
                 continue
             elif kind is SequenceEndEvent or kind is MappingEndEvent:
                 node, anchor, size, _ = open_.pop()
-                node.end_mark = event.end_mark
                 if anchor is not None:
                     sizes[anchor] = size
             elif kind is AliasEvent:
