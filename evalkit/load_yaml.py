@@ -14,7 +14,10 @@ surrogates are located problems.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import yaml
@@ -48,14 +51,15 @@ def read_yaml(text: str, shown: str, problems: list[Problem]) -> tuple[Any, Loca
     `problems` (and the data is then None)."""
     locator = Locator(shown)
     try:
-        loader = _BoundedLoader(text)
-        try:
-            node = loader.bounded_node()
-            if node is not None:
-                _Indexer(locator, problems, "\\u" in text or "\\U" in text).index(node, ())
-            data = loader.construct_document(node) if node is not None else None
-        finally:
-            loader.dispose()
+        with _collector_paused():
+            loader = _BoundedLoader(text)
+            try:
+                node = loader.bounded_node()
+                if node is not None:
+                    _Indexer(locator, problems, "\\u" in text or "\\U" in text).index(node, ())
+                data = loader.construct_document(node) if node is not None else None
+            finally:
+                loader.dispose()
     except _Refused as exc:
         problems.append(Problem(shown, exc.line, "", exc.what))
         return None, locator
@@ -69,6 +73,24 @@ def read_yaml(text: str, shown: str, problems: list[Problem]) -> tuple[Any, Loca
         problems.append(Problem(shown, line, "", what))
         return None, locator
     return data, locator
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cycle collector off while a file's nodes and data are built, and back on.
+
+    They are a few million objects, alive until the suite is built and in no cycle (a
+    recursive alias is refused): the collector would only walk them again and again as they
+    grow, which was over half of a 10,000-case suite's load time.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 class _Refused(Exception):
