@@ -1,8 +1,8 @@
 """How much of a server's answer is read: the decoded body, whole or as lines, within a cap.
 
-The server is not trusted: a gzip bomb, or 100 MB for `max_tokens: 8`, would be held in
-memory and stored. A body is read up to `body_cap` bytes, of what it decodes to, and an error
-body only up to its start (the message is all evalkit shows of it).
+The server is not trusted, so a body is read up to `body_cap` bytes of what it decodes to
+(what the request could make, not what the server announces), and an error body only up to
+its start: its message is all evalkit shows of it.
 """
 
 from __future__ import annotations
