@@ -23,7 +23,7 @@ exceptions: each is caught where it is raised and becomes something the user rea
   an error record (its `error_type` and message are the report's error columns).
 - `budget.BudgetReached`: the next request would pass `--max-cost`; the run ends with
   status `budget`, which is exit 3.
-- `sandbox.RenderLimit` (and `TooSlow`): a template asked for too much; `render.py` turns
+- `render_budget.RenderLimit` (and `TooSlow`): a template asked for too much; `render.py` turns
   it into a `TemplateError`.
 - `threads.TimedOut`, `threads.TooManyStuck`: a check ran past its time limit or was not
   started; `scoring.py` turns them into a failed check with the reason.

@@ -7,33 +7,28 @@ accepted as they are.
 
 A suite may be hostile, so data is bounded before it is built: nesting deeper than
 `MAX_DEPTH`, YAML aliases that repeat more than `MAX_ALIAS_NODES` nodes (a "billion laughs")
-and lone UTF-16 surrogates (not text) are located errors.
+and lone UTF-16 surrogates (not text) are located errors. YAML is read by `load_yaml.py`,
+which checks its bounds as it composes the nodes; each JSONL line is checked here.
 """
 
 from __future__ import annotations
 
 import codecs
 import json
-import re
 import types
 import typing
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from evalkit.errors import Problem, SuiteError, did_you_mean
+from evalkit.load_yaml import MAX_DEPTH, NOT_TEXT, SURROGATE, read_yaml
 from evalkit.locate import Locator, data_path, show_path
 from evalkit.suite import Case, Suite
 
-_SafeLoader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MAX_PROBLEMS = 100
 _CASE_KEYS = frozenset(Case.model_fields)
-
-MAX_DEPTH = 100  # lists and mappings nested deeper than this are refused
-MAX_ALIAS_NODES = 1_000_000  # nodes a YAML file's aliases may repeat, in all
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def load_suite(path: str | Path, allow_outside_cases: bool = False) -> Suite:
@@ -49,7 +44,7 @@ def load_suite(path: str | Path, allow_outside_cases: bool = False) -> Suite:
         locator = Locator(shown)
         data: Any = {"cases": _read_jsonl(text, shown, locator, ("cases",), problems)}
     else:
-        data, locator = _read_yaml(text, shown, problems)
+        data, locator = read_yaml(text, shown, problems)
         if not problems and not isinstance(data, dict):
             problems.append(Problem(shown, 1, "", "a suite must be a mapping of keys"))
     if problems:
@@ -93,114 +88,6 @@ def _read_text(path: Path, shown: str) -> str:
         raise SuiteError([Problem(shown, line, "", what)]) from None
 
 
-def _read_yaml(text: str, shown: str, problems: list[Problem]) -> tuple[Any, Locator]:
-    locator = Locator(shown)
-    try:
-        bound = _unbounded(text, shown)
-        if bound is not None:
-            problems.append(bound)
-            return None, locator
-        loader = _SafeLoader(text)
-        try:
-            node = loader.get_single_node()
-            if node is not None:
-                _Indexer(locator, problems, "\\u" in text or "\\U" in text).index(node, ())
-            data = loader.construct_document(node) if node is not None else None
-        finally:
-            loader.dispose()
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        line = mark.line + 1 if mark is not None else 1
-        what = f"invalid YAML: {getattr(exc, 'problem', None) or str(exc).splitlines()[0]}"
-        context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
-        if context and context_mark is not None and context_mark.line + 1 != line:
-            what += f" ({context} started at line {context_mark.line + 1})"
-        problems.append(Problem(shown, line, "", what))
-        return None, locator
-    return data, locator
-
-
-def _unbounded(text: str, shown: str) -> Problem | None:
-    """Nesting past `MAX_DEPTH` or aliases past `MAX_ALIAS_NODES`, found in the event stream
-    before any node is built (deep nesting crashes the C composer; aliases multiply)."""
-    sizes: dict[str, int] = {}  # anchor -> nodes its value expands to
-    open_: list[tuple[int, str | None]] = []  # (nodes so far, anchor) per open collection
-    repeated = 0
-    for event in yaml.parse(text, Loader=_SafeLoader):
-        line = event.start_mark.line + 1 if event.start_mark is not None else 1
-        if isinstance(event, yaml.CollectionStartEvent):
-            if len(open_) >= MAX_DEPTH:
-                return Problem(shown, line, "", f"nested more than {MAX_DEPTH} levels deep")
-            open_.append((1, event.anchor))
-            continue
-        if isinstance(event, yaml.CollectionEndEvent):
-            size, anchor = open_.pop()
-        elif isinstance(event, yaml.AliasEvent):
-            name = event.anchor or ""
-            if any(name == a for _, a in open_):
-                return Problem(shown, line, "", f"alias *{name} is inside the node it names")
-            size, anchor = sizes.get(name, 1), None  # an undefined alias: the composer says
-            repeated += size
-            if repeated > MAX_ALIAS_NODES:
-                what = f"aliases repeat more than {MAX_ALIAS_NODES:,} nodes; repeat less"
-                return Problem(shown, line, "", what)
-        elif isinstance(event, yaml.ScalarEvent):
-            size, anchor = 1, event.anchor
-        else:
-            continue
-        if anchor is not None:
-            sizes[anchor] = size
-        if open_:
-            open_[-1] = (open_[-1][0] + size, open_[-1][1])
-    return None
-
-
-class _Indexer:
-    """Records the line of every key and item; flags duplicate keys and lone surrogates.
-
-    A node an alias repeats is indexed once: errors inside a repeat point at the alias.
-    """
-
-    def __init__(self, locator: Locator, problems: list[Problem], surrogates: bool) -> None:
-        self.locator, self.problems, self.surrogates = locator, problems, surrogates
-        self.seen: set[int] = set()
-
-    def index(self, node: yaml.Node, path: tuple[str | int, ...]) -> None:
-        if isinstance(node, yaml.ScalarNode):
-            self._text(node, path)
-            return
-        if id(node) in self.seen:
-            return
-        self.seen.add(id(node))
-        if isinstance(node, yaml.MappingNode):
-            first_line: dict[Any, int] = {}
-            for key_node, value_node in node.value:
-                if not isinstance(key_node, yaml.ScalarNode):
-                    continue  # a list or mapping as a key: the constructor refuses it
-                key = key_node.value
-                line = key_node.start_mark.line + 1
-                if key in first_line:
-                    where = show_path((*path, key))
-                    what = f"duplicate key '{key}' (first at line {first_line[key]})"
-                    self.problems.append(Problem(self.locator.file, line, where, what))
-                first_line[key] = line
-                self._text(key_node, path)
-                self.locator.add((*path, key), line, value_node.start_mark.line + 1)
-                self.index(value_node, (*path, key))
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                self.locator.add((*path, i), item.start_mark.line + 1)
-                self.index(item, (*path, i))
-
-    def _text(self, node: yaml.Node, path: tuple[str | int, ...]) -> None:
-        if self.surrogates and isinstance(node.value, str) and _SURROGATE.search(node.value):
-            line = node.start_mark.line + 1
-            self.problems.append(Problem(self.locator.file, line, show_path(path), _NOT_TEXT))
-
-
-_NOT_TEXT = "a lone UTF-16 surrogate (\\ud800-\\udfff) is not text; write the character itself"
-
-
 def _read_jsonl(
     text: str, shown: str, locator: Locator, prefix: tuple[str | int, ...], problems: list[Problem]
 ) -> list[Any]:
@@ -239,8 +126,8 @@ def _bad_json(value: Any, path: tuple[str | int, ...]) -> tuple[tuple[str | int,
     while todo:
         item, where = todo.pop()
         if isinstance(item, str):
-            if _SURROGATE.search(item):
-                return where, _NOT_TEXT
+            if SURROGATE.search(item):
+                return where, NOT_TEXT
             continue
         if len(where) - len(path) >= MAX_DEPTH:
             return where, f"nested more than {MAX_DEPTH} levels deep"
@@ -276,7 +163,7 @@ def _read_cases_file(
     text = _read_text(target, shown)
     if name.endswith(".jsonl"):
         return _read_jsonl(text, shown, locator, ("cases",), problems)
-    inner, inner_locator = _read_yaml(text, shown, problems)
+    inner, inner_locator = read_yaml(text, shown, problems)
     if not isinstance(inner, list):
         if not problems:
             problems.append(Problem(shown, 1, "", "a YAML cases file must be a list of cases"))

@@ -19,15 +19,15 @@ from jinja2.exceptions import SecurityError
 
 from evalkit.checkspec import UNTEMPLATED, Check
 from evalkit.errors import TemplateError
-from evalkit.sandbox import (
+from evalkit.render_budget import (
     MAX_OUTPUT_CHARS,
-    BoundedEnvironment,
     RenderLimit,
     TooSlow,
     rendering,
     spend,
     uncounted,
 )
+from evalkit.sandbox import BoundedEnvironment
 from evalkit.suite import Case, Message, Suite, Variant
 
 

@@ -1,19 +1,11 @@
-"""The Jinja environment templates run in: sandboxed, and bounded in size and time.
+"""The Jinja environment templates run in: sandboxed, with every amplifying operation checked.
 
-A template is data from a suite file, and a few bytes of Jinja can ask for gigabytes
-(`'a' * 10**10`, `'%0999999999d'|format(1)`) or for hours (nested loops, `10**(10**9)`).
-Jinja's sandbox keeps templates away from Python internals but not from either, so every
-operation that can build a large value is checked *before* it runs, against a budget shared
-by one render (`rendering()`):
-
-- `MAX_BUILT_CHARS`: all the text (and list items, at 8 each) a render may build, its output
-  included; `MAX_OUTPUT_CHARS`: the text one template may render to;
-- `MAX_INT_DIGITS`: the largest integer `*`, `**` and `round` may make;
-- `MAX_RENDER_SECONDS`: wall-clock time, checked at every loop step, call and value built.
-
-Exceeding any of them raises `RenderLimit`. Checked are the output of every `{{ }}` and
-literal, `~`, the operators `+ * ** %`, `str.format`, every filter, and calls of the string
-methods that can grow (`center`, `join`, `replace`, ...). The HTML and debugging helpers
+Jinja's sandbox keeps templates away from Python internals but not from building gigabytes or
+running for hours, so each operation that can build a large value is checked against the
+render's budget (`render_budget.py`) *before* it runs, and counted after. Checked are the
+output of every `{{ }}` and literal, `~`, the operators `+ * ** %`, `str.format`, every
+filter, and calls of the string methods that can grow (`center`, `join`, `replace`, ...); an
+estimate per filter and method says what it would build. The HTML and debugging helpers
 `urlize`, `pprint` and `lipsum`, which a prompt has no use for, are left out.
 """
 
@@ -21,90 +13,25 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import re
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, ValuesView
-from collections.abc import Set as AbstractSet
-from contextvars import ContextVar
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from jinja2 import Template, nodes, pass_context
-from jinja2.runtime import Context, Undefined
+from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedFormatter
-from jinja2.utils import Namespace
 from jinja2.visitor import NodeTransformer
 
-MAX_OUTPUT_CHARS = 4_000_000  # about a million tokens: the largest context window there is
-MAX_BUILT_CHARS = 4 * MAX_OUTPUT_CHARS
-MAX_INT_DIGITS = 4_300  # Python's own limit for turning an int into text
-MAX_RENDER_SECONDS = 1.0
-
-_ITEM = 8  # what a list item costs: a reference
-_DIGITS_PER_BIT = math.log10(2)
-
-
-class RenderLimit(Exception):
-    """A template asked for more than a render may build or take; the message says what."""
-
-
-class TooSlow(RenderLimit):
-    """The render ran out of time."""
-
-
-@dataclass
-class _Budget:
-    deadline: float
-    left: int = MAX_BUILT_CHARS
-
-    def tick(self) -> None:
-        if time.monotonic() > self.deadline:
-            raise TooSlow(f"took longer than {MAX_RENDER_SECONDS:g} s to render")
-
-    def check(self, size: int, what: str) -> None:
-        if size > self.left:
-            raise RenderLimit(
-                f"{what} would build more than the {MAX_BUILT_CHARS:,} characters a render "
-                "may build"
-            )
-        self.tick()
-
-    def spend(self, size: int, what: str) -> None:
-        self.check(size, what)
-        self.left -= size
-
-
-_BUDGET: ContextVar[_Budget | None] = ContextVar("evalkit_render_budget", default=None)
-
-
-class rendering:  # a context manager, used as `with rendering():`
-    """One budget for everything rendered inside (nested uses share the outer budget)."""
-
-    def __enter__(self) -> None:
-        fresh = _BUDGET.get() is None
-        self._token = _BUDGET.set(_Budget(time.monotonic() + MAX_RENDER_SECONDS)) if fresh else None
-
-    def __exit__(self, *exc: object) -> None:
-        if self._token is not None:
-            _BUDGET.reset(self._token)
-
-
-def spend(size: int, what: str) -> None:
-    """Count `size` characters against the current render's budget."""
-    _active().spend(size, what)
-
-
-def uncounted(seconds: float) -> None:
-    """Give the current render `seconds` more: time it spent compiling, once per template."""
-    _active().deadline += seconds
-
-
-def _active() -> _Budget:
-    budget = _BUDGET.get()
-    if budget is None:  # e.g. Jinja folding constants at compile time: leave it to the render
-        raise RenderLimit("not rendering")
-    return budget
+from evalkit.render_budget import (
+    MAX_BUILT_CHARS,
+    active,
+    binop_size,
+    built_size,
+    number,
+    printf_size,
+    text_size,
+    too_many_digits,
+)
 
 
 class BoundedEnvironment(ImmutableSandboxedEnvironment):
@@ -128,14 +55,14 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         return self.from_string(tree)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
-        budget = _active()
-        budget.check(_binop_size(operator, left, right), f"'{operator}'")
+        budget = active()
+        budget.check(binop_size(operator, left, right), f"'{operator}'")
         result = super().call_binop(context, operator, left, right)
-        budget.spend(_size(result), f"'{operator}'")
+        budget.spend(built_size(result), f"'{operator}'")
         return result
 
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
-        budget = _active()
+        budget = active()
         owner = getattr(__obj, "__self__", None)
         name = getattr(__obj, "__name__", "")
         if isinstance(owner, str | bytes) and name in _METHOD_ESTIMATES:
@@ -143,7 +70,7 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
             budget.check(size, f"{name}()")
         budget.tick()
         result = super().call(__context, __obj, *args, **kwargs)
-        budget.spend(_size(result), f"{name or 'the call'}()")
+        budget.spend(built_size(result), f"{name or 'the call'}()")
         return result
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
@@ -188,21 +115,21 @@ def _internal(name: str, node: nodes.Node) -> nodes.Filter:
 
 @pass_context
 def _out(context: Context, value: Any) -> Any:
-    budget = _active()
-    budget.spend(_text_size(value, budget.left), "the output")
+    budget = active()
+    budget.spend(text_size(value, budget.left), "the output")
     return value
 
 
 @pass_context
 def _concat(context: Context, parts: list[Any]) -> str:
-    budget = _active()
-    budget.spend(sum(_text_size(p, budget.left) for p in parts), "'~'")
+    budget = active()
+    budget.spend(sum(text_size(p, budget.left) for p in parts), "'~'")
     return "".join(str(p) for p in parts)
 
 
 @pass_context
 def _each(context: Context, iterable: Iterable[Any]) -> Iterator[Any]:
-    budget = _active()
+    budget = active()
     for item in iterable:
         budget.tick()
         yield item
@@ -212,143 +139,18 @@ class _Formatter(SandboxedFormatter):
     """`str.format` with every field's width and value counted before it is formatted."""
 
     def format_field(self, value: Any, format_spec: str) -> Any:
-        budget = _active()
-        widths = sum(_number(digits) for digits in re.findall(r"\d+", format_spec))
-        budget.check(_text_size(value, budget.left) + widths, "format()")
+        budget = active()
+        widths = sum(number(digits) for digits in re.findall(r"\d+", format_spec))
+        budget.check(text_size(value, budget.left) + widths, "format()")
         result = super().format_field(value, format_spec)
-        budget.spend(_size(result), "format()")
+        budget.spend(built_size(result), "format()")
         return result
 
     def convert_field(self, value: Any, conversion: str | None) -> Any:
         if conversion in ("r", "a"):
-            budget = _active()
-            budget.check(_text_size(value, budget.left, quoted=True), "format()")
+            budget = active()
+            budget.check(text_size(value, budget.left, quoted=True), "format()")
         return super().convert_field(value, conversion)
-
-
-# ----------------------------------------------------------------------------- sizes
-
-
-def _size(value: Any) -> int:
-    """What building `value` cost: its characters, or 8 per item of a collection."""
-    if isinstance(value, str | bytes):
-        return len(value)
-    if isinstance(value, list | tuple | dict | set | frozenset):
-        return _ITEM * len(value)
-    return 0
-
-
-def _text_size(value: Any, limit: int, quoted: bool = False) -> int:
-    """An upper bound on `len(str(value))` (`repr` when `quoted`), counted only up to `limit`
-    so that a list holding one long string a million times is measured in a few steps."""
-    if type(value) is str and not quoted:
-        return len(value)
-    total = 0
-    todo = [(value, quoted)]
-    while todo and total <= limit:
-        item, as_repr = todo.pop()
-        if isinstance(item, str):
-            total += _str_size(item) if as_repr else len(item)
-        elif isinstance(item, bytes):
-            total += 4 * len(item) + 3
-        elif isinstance(item, bool) or item is None:
-            total += 5
-        elif isinstance(item, int):
-            total += int(item.bit_length() * _DIGITS_PER_BIT) + 2
-        elif isinstance(item, float):
-            total += 25
-        elif isinstance(item, Mapping):
-            total += 2 + 4 * len(item)
-            todo.extend((part, True) for pair in item.items() for part in pair)
-        elif isinstance(item, list | tuple | AbstractSet | ValuesView):
-            total += 2 + 2 * len(item)
-            todo.extend((part, True) for part in item)
-        elif isinstance(item, Namespace):
-            todo.append((vars(item), True))
-        elif not isinstance(item, Undefined):  # Undefined raises when shown, as it should
-            total += 100  # dates, macros, generators, ...: a short repr
-    return total
-
-
-def _str_size(text: str) -> int:
-    """An upper bound on `len(repr(text))`."""
-    if text.isprintable():
-        return len(text) + 2 + text.count("\\") + text.count("'")
-    return (4 if text.isascii() else 10) * len(text) + 2
-
-
-def _number(digits: str) -> int:
-    """A width or precision written in a format; absurd ones are just too large."""
-    return int(digits) if len(digits) <= 9 else MAX_BUILT_CHARS + 1
-
-
-def _too_many_digits(digits: float, what: str) -> None:
-    if digits > MAX_INT_DIGITS:
-        raise RenderLimit(f"{what} would make an integer of more than {MAX_INT_DIGITS:,} digits")
-
-
-def _binop_size(operator: str, left: Any, right: Any) -> int:
-    """What `left <operator> right` would build; raises for an integer too large."""
-    numbers = isinstance(left, int) and isinstance(right, int)
-    if operator == "**" and numbers and right > 0 and abs(left) > 1:
-        _too_many_digits(min(right, 10**6) * math.log10(abs(left)), "'**'")
-    elif operator == "*" and numbers:
-        _too_many_digits((left.bit_length() + right.bit_length()) * _DIGITS_PER_BIT, "'*'")
-    elif operator == "*" and isinstance(right, int):
-        return _size(left) * max(right, 0)
-    elif operator == "*" and isinstance(left, int):
-        return _size(right) * max(left, 0)
-    elif operator == "+":
-        return _size(left) + _size(right)
-    elif operator == "%" and isinstance(left, str | bytes):
-        return _printf_size(left if isinstance(left, str) else left.decode("latin-1"), right)
-    return 0
-
-
-_PRINTF_SPEC = re.compile(r"[-#0 +]*(\*|\d*)(?:\.(\*|\d*))?[hlL]?(.)", re.S)
-
-
-def _printf_specs(template: str) -> Iterator[tuple[str | None, str, str, str]]:
-    """(key, width, precision, kind) of each conversion in a %-format, read as Python does
-    (a key may hold parentheses: `%(a(b))s`)."""
-    at = template.find("%")
-    while at != -1:
-        at, key = at + 1, None
-        if template.startswith("(", at):
-            depth, end = 1, at + 1
-            while end < len(template) and depth:
-                depth += {"(": 1, ")": -1}.get(template[end], 0)
-                end += 1
-            key, at = template[at + 1 : end - 1], end
-        spec = _PRINTF_SPEC.match(template, at)
-        if spec is None:
-            return  # a bad format: Python says so
-        width, precision, kind = spec.groups()
-        yield key, width, precision or "", kind
-        at = template.find("%", spec.end())
-
-
-def _printf_size(template: str, values: Any) -> int:
-    """An upper bound on `len(template % values)`: widths, precisions and values added up."""
-    positional = list(values) if isinstance(values, tuple) else [values]
-    mapping = values if isinstance(values, Mapping) else {}
-    total = len(template)
-
-    def take() -> Any:
-        return positional.pop(0) if positional else None
-
-    for key, width, precision, kind in _printf_specs(template):
-        if kind == "%":
-            continue
-        for given in (width, precision):
-            if given == "*":
-                star = take()
-                total += star if isinstance(star, int) and star > 0 else 0
-            elif given:
-                total += _number(given)
-        value = mapping.get(key) if key is not None else take()
-        total += _text_size(value, MAX_BUILT_CHARS, quoted=kind in "ra")
-    return total
 
 
 # ----------------------------------------------------------------------------- filters
@@ -417,12 +219,12 @@ def _replace(s: Any, args: _Args, kw: _Kwargs) -> tuple[int, Any]:
 
 
 def _format(s: Any, args: _Args, kw: _Kwargs) -> tuple[int, Any]:
-    return _printf_size(str(s), kw or args), s
+    return printf_size(str(s), kw or args), s
 
 
 def _join(value: Any, args: _Args, kw: _Kwargs) -> tuple[int, Any]:
     items, joint = list(value), len(str(_arg(args, kw, 0, "d", "")))
-    return sum(_text_size(i, MAX_BUILT_CHARS) for i in items) + joint * len(items), items
+    return sum(text_size(i, MAX_BUILT_CHARS) for i in items) + joint * len(items), items
 
 
 def _sum(value: Any, args: _Args, kw: _Kwargs) -> tuple[int, Any]:
@@ -430,12 +232,12 @@ def _sum(value: Any, args: _Args, kw: _Kwargs) -> tuple[int, Any]:
     if not isinstance(start, str | list | tuple):
         return 0, value
     items = list(value)
-    return _size(start) + sum(_size(i) for i in items), items
+    return built_size(start) + sum(built_size(i) for i in items), items
 
 
 def _round(value: Any, args: _Args, kw: _Kwargs) -> tuple[int, Any]:
     precision = _int(_arg(args, kw, 0, "precision", 0))
-    _too_many_digits(abs(precision), "filter 'round'")  # it computes 10**precision
+    too_many_digits(abs(precision), "filter 'round'")  # it computes 10**precision
     return 0, value
 
 
@@ -476,15 +278,15 @@ def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def bounded(*args: Any, **kwargs: Any) -> Any:
-        budget = _active()
+        budget = active()
         head, subject, rest = args[:passes], args[passes], args[passes + 1 :]
         if as_text:
-            budget.check(growth * _text_size(subject, budget.left), what)
+            budget.check(growth * text_size(subject, budget.left), what)
         if estimate is not None:
             size, subject = estimate(subject, rest, kwargs)
             budget.check(size, what)
         result = func(*head, subject, *rest, **kwargs)
-        budget.spend(_size(result), what)
+        budget.spend(built_size(result), what)
         return result
 
     return bounded
@@ -504,7 +306,7 @@ def _method_replace(text: Any, args: _Args, kw: _Kwargs) -> tuple[int, Any]:
 
 def _method_join(text: Any, args: _Args, kw: _Kwargs) -> tuple[int, Any]:
     items = list(args[0]) if args else []
-    return sum(_size(i) for i in items) + len(text) * len(items), (items, *args[1:])
+    return sum(built_size(i) for i in items) + len(text) * len(items), (items, *args[1:])
 
 
 def _translate(text: Any, args: _Args, kw: _Kwargs) -> tuple[int, Any]:

@@ -18,18 +18,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from evalkit.checks import (
-    Record,
-    Verdict,
-    broken,
-    call_python,
-    evaluate,
-    load_module,
-    negated,
-    regex,
-    timed_out,
-)
+from evalkit.checks import Record, Verdict, broken, negated, timed_out
 from evalkit.checkspec import GRADED_BY_A_MODEL, TIMED_KINDS, Check
+from evalkit.evaluate import evaluate
+from evalkit.python_checks import call_python, load_module
+from evalkit.text_checks import regex
 from evalkit.threads import TimedOut, TimeLimitedThreads, TooManyStuck, check_threads
 
 INLINE_REGEX_S = 0.002  # a regex is tried this long on the loop (most take microseconds)

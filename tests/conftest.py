@@ -8,9 +8,11 @@ import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from evalkit import RunSettings
 from fake_openai import FakeOpenAI
 
 TEST_KEY = "sk-test-0123456789abcdefSECRET"
@@ -39,6 +41,14 @@ def write(tmp_path: Path) -> Callable[[str, str], Path]:
         return path
 
     return _write
+
+
+def run_settings(tmp_path: Path, **overrides: Any) -> RunSettings:
+    """A test run's settings: its directory under `tmp_path/runs`, no progress bar, retries
+    10 ms apart (no test waits out a real back-off); `overrides` replace any of them."""
+    values: dict[str, Any] = {"out": tmp_path / "runs", "progress": False, "retry_initial_s": 0.01}
+    values.update(overrides)
+    return RunSettings(**values)
 
 
 def cli_env(server_url: str, key: str | None = "sk-cli-test") -> dict[str, str]:

@@ -12,6 +12,7 @@ import pytest
 
 import evalkit
 from evalkit.errors import exit_code
+from tests.conftest import run_settings
 
 Write = Callable[[str, str], Path]
 
@@ -33,16 +34,12 @@ def _suite(write: Write, name: str, wrong: set[int], cases: int = 12) -> evalkit
     return evalkit.load_suite(write(f"{name}.yaml", SUITE + lines))
 
 
-def _settings(tmp_path: Path, **overrides: Any) -> evalkit.RunSettings:
-    return evalkit.RunSettings(out=tmp_path / "runs", progress=False, **overrides)
-
-
 def test_a_run_returns_its_result_and_prints_nothing(
     openai: object, write: Write, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     started: list[Path] = []
     result = evalkit.run_suite(
-        _suite(write, "s", wrong={1}), _settings(tmp_path, on_start=started.append)
+        _suite(write, "s", wrong={1}), run_settings(tmp_path, on_start=started.append)
     )
     assert started == [result.run_dir] and result.run_dir.parent == tmp_path / "runs"
     assert capsys.readouterr().out == ""
@@ -53,8 +50,8 @@ def test_a_run_returns_its_result_and_prints_nothing(
 def test_compare_gate_and_reports(
     openai: object, write: Write, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    base = evalkit.run_suite(_suite(write, "base", wrong={1}), _settings(tmp_path))
-    new = evalkit.run_suite(_suite(write, "new", wrong={1, *range(3, 9)}), _settings(tmp_path))
+    base = evalkit.run_suite(_suite(write, "base", wrong={1}), run_settings(tmp_path))
+    new = evalkit.run_suite(_suite(write, "new", wrong={1, *range(3, 9)}), run_settings(tmp_path))
 
     comparison = evalkit.compare_runs(base.run_dir, new.run_dir)  # run directories
     assert isinstance(comparison, evalkit.RunComparison)
@@ -79,7 +76,7 @@ def test_an_unfinished_run_is_resumed_when_the_offer_is_taken(
     openai: object, write: Write, tmp_path: Path
 ) -> None:
     suite = _suite(write, "s", wrong=set())
-    first = evalkit.run_suite(suite, _settings(tmp_path))
+    first = evalkit.run_suite(suite, run_settings(tmp_path))
     manifest = json.loads((first.run_dir / "manifest.json").read_text())
     manifest["status"] = "interrupted"
     (first.run_dir / "manifest.json").write_text(json.dumps(manifest))
@@ -90,29 +87,29 @@ def test_an_unfinished_run_is_resumed_when_the_offer_is_taken(
         offered.append(run_dir)
         return False
 
-    declined = evalkit.run_suite(suite, _settings(tmp_path, offer_resume=decline))
+    declined = evalkit.run_suite(suite, run_settings(tmp_path, offer_resume=decline))
     assert offered == [first.run_dir] and declined.run_dir != first.run_dir
 
     started: list[Path] = []
     taken = evalkit.run_suite(
-        suite, _settings(tmp_path, offer_resume=lambda _: True, on_start=started.append)
+        suite, run_settings(tmp_path, offer_resume=lambda _: True, on_start=started.append)
     )
     assert taken.run_dir == first.run_dir == started[0] and taken.status == "complete"
-    assert evalkit.run_suite(suite, _settings(tmp_path)).run_dir != first.run_dir  # no offer
+    assert evalkit.run_suite(suite, run_settings(tmp_path)).run_dir != first.run_dir  # no offer
 
     with pytest.raises(evalkit.InputError, match="complete"):
-        evalkit.resume_run(first.run_dir, _settings(tmp_path))
+        evalkit.resume_run(first.run_dir, run_settings(tmp_path))
 
 
 def test_resume_run_continues_a_killed_run(openai: Any, write: Write, tmp_path: Path) -> None:
-    first = evalkit.run_suite(_suite(write, "s", wrong=set()), _settings(tmp_path))
+    first = evalkit.run_suite(_suite(write, "s", wrong=set()), run_settings(tmp_path))
     journal = first.run_dir / "journal.jsonl"
     journal.write_text("".join(journal.read_text().splitlines(keepends=True)[:4]))
     manifest = json.loads((first.run_dir / "manifest.json").read_text())
     manifest.update(status="running", finished_at=None)
     (first.run_dir / "manifest.json").write_text(json.dumps(manifest))
     openai.reset()
-    resumed = evalkit.resume_run(first.run_dir, _settings(tmp_path, cache=False))
+    resumed = evalkit.resume_run(first.run_dir, run_settings(tmp_path, cache=False))
     assert resumed.run_dir == first.run_dir and resumed.status == "complete"
     assert 0 < openai.count() < 12 and len(evalkit.load_run(first.run_dir)) == 12
 
@@ -120,7 +117,7 @@ def test_resume_run_continues_a_killed_run(openai: Any, write: Write, tmp_path: 
 def test_dry_run_estimates_and_refuses_overflows(
     openai: object, write: Write, tmp_path: Path
 ) -> None:
-    dry = evalkit.dry_run(_suite(write, "s", wrong=set()), _settings(tmp_path))
+    dry = evalkit.dry_run(_suite(write, "s", wrong=set()), run_settings(tmp_path))
     assert isinstance(dry, evalkit.DryRun) and len(dry) == 1 and dry[0] is dry.estimates[0]
     assert isinstance(dry[0], evalkit.ModelEstimate) and dry[0].requests == 12
     assert dry.as_dict()["models"][0]["model"] == "openai/gpt-3.5-turbo"
@@ -132,11 +129,11 @@ def test_dry_run_estimates_and_refuses_overflows(
         "models: [{id: openai/gpt-4, context_window: 50}]\nparams: {max_tokens: 10}\n"
         f"prompt: '{'lorem ipsum ' * 40}{{{{ a }}}}'\ncases: [{{id: long, vars: {{a: b}}}}]\n",
     )
-    over = evalkit.dry_run(evalkit.load_suite(long), _settings(tmp_path))
+    over = evalkit.dry_run(evalkit.load_suite(long), run_settings(tmp_path))
     assert [o["case_id"] for o in over[0].overflows] == ["long"] and over.problems
     with pytest.raises(evalkit.SuiteError, match="case 'long'"):
         over.raise_for_problems()
-    allowed = evalkit.dry_run(evalkit.load_suite(long), _settings(tmp_path, allow_overflow=True))
+    allowed = evalkit.dry_run(evalkit.load_suite(long), run_settings(tmp_path, allow_overflow=True))
     assert allowed.problems == [] and allowed[0].overflows
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from evalkit import RunSettings, load_run, load_suite, run_suite
+from evalkit import load_run, load_suite, run_suite
 from evalkit.budget import max_cost
 from evalkit.cache import FILE as CACHE_FILE
 from evalkit.cache import lookup_entry
@@ -26,7 +27,7 @@ from evalkit.suite import ModelSpec
 from evalkit.targets import resolve
 from evalkit.tokens import Counter as TokenCounter
 from fake_openai import FakeOpenAI
-from tests.conftest import cli_env, run_evalkit
+from tests.conftest import cli_env, run_evalkit, run_settings
 
 Write = Callable[[str, str], Path]
 SLOT = ["case_id", "variant", "model", "sample"]
@@ -43,15 +44,7 @@ def _cases(count: int, start: int = 0) -> str:
     return "".join(f"  - {{id: c{i}, vars: {{a: answer{i}}}}}\n" for i in range(start, count))
 
 
-def _settings(tmp_path: Path, **overrides: Any) -> RunSettings:
-    values: dict[str, Any] = {
-        "out": tmp_path / "runs",
-        "retry_initial_s": 0.01,
-        "progress": False,
-        "concurrency": 1,
-    }
-    values.update(overrides)
-    return RunSettings(**values)
+_settings = functools.partial(run_settings, concurrency=1)
 
 
 def _answers(server: FakeOpenAI) -> list[str]:

@@ -7,6 +7,7 @@ failure rather than a stuck test session.
 
 from __future__ import annotations
 
+import functools
 import http.server
 import json
 import math
@@ -20,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from evalkit import RunSettings, SuiteError, load_run, load_suite, run_suite
-from evalkit.checks import evaluate
+from evalkit import SuiteError, load_run, load_suite, run_suite
 from evalkit.checkspec import Check
+from evalkit.evaluate import evaluate
 from fake_openai import FakeOpenAI
-from tests.conftest import cli_env
+from tests.conftest import cli_env, run_settings
 
 Write = Callable[[str, str], Path]
 BOUND_S = 60  # far beyond what any of these runs needs: only a hang reaches it
@@ -41,10 +42,7 @@ def _cases(*answers: str) -> str:
     )
 
 
-def _settings(tmp_path: Path, **overrides: object) -> RunSettings:
-    values: dict[str, object] = {"out": tmp_path / "runs", "progress": False, "cache": False}
-    values.update(overrides)
-    return RunSettings(**values)  # type: ignore[arg-type]
+_settings = functools.partial(run_settings, cache=False)
 
 
 def _start(tmp_path: Path, openai: FakeOpenAI, *args: str) -> subprocess.Popen[str]:

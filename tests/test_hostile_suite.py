@@ -122,6 +122,46 @@ def test_yaml_that_expands_or_nests_without_bound_is_refused(
     assert result.stderr.startswith(f"s.yaml{expected}"), result.stderr
 
 
+def _nested(lists: int) -> str:
+    """A suite whose case's `q` holds `lists` nested lists, one opened per line from line 5
+    (the suite, `cases`, the case and its `vars` are the four collections around them)."""
+    return (
+        MODELS + 'prompt: "hi"\ncases:\n  - vars:\n      q: ' + "[\n" * lists + "]" * lists + "\n"
+    )
+
+
+def test_nesting_is_refused_at_the_collection_that_passes_the_bound(write: Write) -> None:
+    load_suite(write("ok.yaml", _nested(96)))  # 100 collections deep: the most there may be
+    path = write("deep.yaml", _nested(97))
+    with pytest.raises(SuiteError) as caught:
+        load_suite(path)
+    assert _messages(caught.value) == [f"{path}:101: nested more than 100 levels deep"]
+
+
+def test_aliases_count_together_and_are_refused_at_the_one_past_the_bound(write: Write) -> None:
+    """Each alias repeats 1,001 nodes (a list of 1,000); the 1,000th passes 1,000,000."""
+    head = MODELS + 'prompt: "hi"\nlist: &a [' + ", ".join(["0"] * 1000) + "]\nrepeats:\n"
+    within = write("within.yaml", head + "  - *a\n" * 999)
+    with pytest.raises(SuiteError) as caught:
+        load_suite(within)
+    assert _messages(caught.value)[0] == f"{within}:3: list: unknown key 'list'"  # read whole
+    past = write("past.yaml", head + "  - *a\n" * 1000)
+    with pytest.raises(SuiteError) as caught:
+        load_suite(past)
+    assert _messages(caught.value) == [
+        f"{past}:1004: aliases repeat more than 1,000,000 nodes; repeat less"
+    ]
+
+
+def test_the_first_problem_in_the_yaml_is_the_one_reported(write: Write) -> None:
+    """The text is parsed once, composing as it goes: an undefined alias is reported where it
+    stands, not a syntax error further on (which a separate screening pass met first)."""
+    path = write("s.yaml", MODELS + 'prompt: "hi"\ncases: [{vars: {q: *nowhere}}]\nbroken: [\n')
+    with pytest.raises(SuiteError) as caught:
+        load_suite(path)
+    assert _messages(caught.value) == [f"{path}:3: invalid YAML: found undefined alias"]
+
+
 def test_aliases_within_the_budget_work_and_merges_may_override(write: Write) -> None:
     path = write(
         "s.yaml",

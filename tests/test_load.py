@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -168,3 +169,21 @@ def test_trailing_newlines_in_templates_survive_loading(write: Write) -> None:
     )
     suite = load_suite(path)
     assert suite.prompt == "def f():\n" and suite.suffix == "\n\nprint(f())\n"
+
+
+def test_loading_leaves_the_cycle_collector_as_it_was(write: Write) -> None:
+    """YAML is read with the collector paused: it is back on after a load, failed or not, and
+    stays off for a caller who had turned it off."""
+    good = write("good.yaml", 'prompt: "{{ q }}"\ncases: [{vars: {q: 1}}]\n')
+    bad = write("bad.yaml", 'prompt: "{{ q }}"\ncases: [{vars: {q: *nowhere}}]\n')
+    load_suite(good)
+    assert gc.isenabled()
+    with pytest.raises(SuiteError, match="found undefined alias"):
+        load_suite(bad)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        load_suite(good)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

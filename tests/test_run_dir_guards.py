@@ -4,6 +4,7 @@ writes. Real HTTP to the loopback fake, real (tiny or read-only) filesystems."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from evalkit import RunSettings, load_run, load_suite, run_suite
+from evalkit import load_run, load_suite, run_suite
 from evalkit.budget import max_cost
 from evalkit.cache import FILE as CACHE_FILE
 from evalkit.cli import main
@@ -23,7 +24,7 @@ from evalkit.suite import ModelSpec
 from evalkit.targets import resolve
 from evalkit.tokens import Counter
 from fake_openai import FakeOpenAI
-from tests.conftest import cli_env, run_evalkit
+from tests.conftest import cli_env, run_evalkit, run_settings
 
 Write = Callable[[str, str], Path]
 
@@ -40,16 +41,7 @@ def _cases(count: int) -> str:
     return "".join(f"  - {{id: c{i}, vars: {{a: answer{i}}}}}\n" for i in range(count))
 
 
-def _settings(tmp_path: Path, **overrides: Any) -> RunSettings:
-    values: dict[str, Any] = {
-        "out": tmp_path / "runs",
-        "retry_initial_s": 0.01,
-        "progress": False,
-        "concurrency": 1,
-        "cache": False,
-    }
-    values.update(overrides)
-    return RunSettings(**values)
+_settings = functools.partial(run_settings, concurrency=1, cache=False)
 
 
 def _one_request(suite_path: Path) -> float:

@@ -10,9 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from evalkit import ConfigError, RunSettings, load_run, load_suite, run_suite
+from evalkit import ConfigError, load_run, load_suite, run_suite
 from fake_openai import FakeOpenAI
-from tests.conftest import TEST_KEY
+from tests.conftest import TEST_KEY, run_settings
 
 Write = Callable[[str, str], Path]
 
@@ -29,17 +29,6 @@ cases:
 """
 
 
-def _settings(tmp_path: Path, **overrides: object) -> RunSettings:
-    values: dict[str, object] = {
-        "out": tmp_path / "runs",
-        "retry_initial_s": 0.01,
-        "progress": False,
-        "max_retries": 8,
-    }
-    values.update(overrides)
-    return RunSettings(**values)  # type: ignore[arg-type]
-
-
 def _journal(run_dir: Path) -> list[dict[str, object]]:
     lines = (run_dir / "journal.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines]
@@ -48,7 +37,7 @@ def _journal(run_dir: Path) -> list[dict[str, object]]:
 def test_two_models_two_variants_give_one_row_per_sample(
     openai: FakeOpenAI, write: Write, tmp_path: Path
 ) -> None:
-    result = run_suite(load_suite(write("s.yaml", SUITE)), _settings(tmp_path))
+    result = run_suite(load_suite(write("s.yaml", SUITE)), run_settings(tmp_path))
     assert result.status == "complete" and result.exit_code == 0
     frame = load_run(result.run_dir)
     assert len(frame) == 3 * 2 * 2 == openai.count()
@@ -87,7 +76,9 @@ def test_rate_limit_storm_completes_every_case_once(
     openai.rate_429 = 0.2
     cases = "\n".join(f"  - {{id: c{i}, vars: {{ticket: t{i}, queue: q{i}}}}}" for i in range(60))
     suite = SUITE.split("cases:")[0] + "cases:\n" + cases + "\n"
-    result = run_suite(load_suite(write("storm.yaml", suite)), _settings(tmp_path, concurrency=8))
+    result = run_suite(
+        load_suite(write("storm.yaml", suite)), run_settings(tmp_path, concurrency=8)
+    )
     frame = load_run(result.run_dir)
     assert result.status == "complete"
     assert len(frame) == 60 * 2 * 2
@@ -109,7 +100,7 @@ def test_transient_faults_are_retried(openai: FakeOpenAI, write: Write, tmp_path
         ]
     )
     path = write("one.yaml", SUITE.replace("openai/gpt-4, ", ""))
-    result = run_suite(load_suite(path), _settings(tmp_path, concurrency=1))
+    result = run_suite(load_suite(path), run_settings(tmp_path, concurrency=1))
     frame = load_run(result.run_dir)
     assert result.status == "complete" and frame["error_type"].isna().all()
     assert frame["attempts"].sum() == len(frame) + 6
@@ -120,7 +111,7 @@ def test_a_request_that_fails_for_good_becomes_a_record(
 ) -> None:
     openai.script([{"status": 400, "message": "max_tokens is too large"}, "no_choices"])
     path = write("one.yaml", SUITE.replace("openai/gpt-4, ", ""))
-    result = run_suite(load_suite(path), _settings(tmp_path, concurrency=1, max_error_rate=0.5))
+    result = run_suite(load_suite(path), run_settings(tmp_path, concurrency=1, max_error_rate=0.5))
     frame = load_run(result.run_dir)
     errors = frame[frame["error_type"].notna()]
     assert sorted(errors["error_type"]) == ["bad_request", "bad_response"]
@@ -136,7 +127,7 @@ def test_error_rate_above_the_limit_fails_the_run(
 ) -> None:
     openai.script([500] * 4)
     path = write("one.yaml", SUITE.replace("openai/gpt-4, ", ""))
-    result = run_suite(load_suite(path), _settings(tmp_path, concurrency=1, max_retries=1))
+    result = run_suite(load_suite(path), run_settings(tmp_path, concurrency=1, max_retries=1))
     assert result.status == "failed" and result.exit_code == 3
     assert result.reason is not None and "--max-error-rate" in result.reason
     assert len(load_run(result.run_dir)) == 6
@@ -148,7 +139,7 @@ def test_unauthorized_stops_sending_to_that_model(
     openai.api_key = "sk-the-right-one"
     cases = "\n".join(f"  - {{id: c{i}, vars: {{ticket: t, queue: q}}}}" for i in range(50))
     suite = SUITE.split("cases:")[0].replace("openai/gpt-4, ", "") + "cases:\n" + cases + "\n"
-    result = run_suite(load_suite(write("auth.yaml", suite)), _settings(tmp_path, concurrency=2))
+    result = run_suite(load_suite(write("auth.yaml", suite)), run_settings(tmp_path, concurrency=2))
     assert result.status == "failed" and result.exit_code == 3
     assert result.reason is not None and "stopped sending" in result.reason
     assert openai.count() <= 4  # not 100
@@ -161,7 +152,7 @@ def test_missing_api_key_names_the_variable_and_sends_nothing(
 ) -> None:
     monkeypatch.delenv("OPENAI_API_KEY")
     with pytest.raises(ConfigError, match="set the environment variable OPENAI_API_KEY"):
-        run_suite(load_suite(write("s.yaml", SUITE)), _settings(tmp_path))
+        run_suite(load_suite(write("s.yaml", SUITE)), run_settings(tmp_path))
     assert openai.count() == 0 and not (tmp_path / "runs").exists()
 
 
@@ -171,7 +162,9 @@ def test_unknown_model_on_the_command_line_is_bad_input(
     from evalkit import SuiteError
 
     with pytest.raises(SuiteError, match="unknown model 'openai/gpt-5x'"):
-        run_suite(load_suite(write("s.yaml", SUITE)), _settings(tmp_path, models=["openai/gpt-5x"]))
+        run_suite(
+            load_suite(write("s.yaml", SUITE)), run_settings(tmp_path, models=["openai/gpt-5x"])
+        )
     assert openai.count() == 0
 
 
@@ -187,7 +180,7 @@ def test_declared_endpoint_with_its_own_key_variable(
     prompt: "ANSWER: ok"
     cases: [{{id: a, vars: {{}}}}]
     """
-    result = run_suite(load_suite(write("e.yaml", suite)), _settings(tmp_path))
+    result = run_suite(load_suite(write("e.yaml", suite)), run_settings(tmp_path))
     frame = load_run(result.run_dir)
     assert result.status == "complete" and frame["output"].tolist() == ["ok"]
     assert frame["model"].tolist() == ["local-vllm/llama-3-8b"]
@@ -204,7 +197,7 @@ def test_n_choices_become_one_row_each_and_split_the_cost(
     prompt: "ANSWER: four words are here"
     cases: [{id: a, vars: {}}]
     """
-    result = run_suite(load_suite(write("n.yaml", suite)), _settings(tmp_path))
+    result = run_suite(load_suite(write("n.yaml", suite)), run_settings(tmp_path))
     frame = load_run(result.run_dir)
     assert frame["sample"].tolist() == [0, 1, 2]
     assert frame["output"].nunique() == 3 and openai.count() == 1
@@ -223,7 +216,7 @@ def test_streaming_records_time_to_first_token(
     cases: [{id: a, vars: {}}]
     """
     openai.script(["truncated_sse"])
-    result = run_suite(load_suite(write("st.yaml", suite)), _settings(tmp_path))
+    result = run_suite(load_suite(write("st.yaml", suite)), run_settings(tmp_path))
     row = load_run(result.run_dir).iloc[0]
     assert row["output"] == "streamed in several words" and row["finish_reason"] == "stop"
     assert row["ttft_s"] > 0 and row["attempts"] == 2  # the truncated stream was sent again
@@ -239,7 +232,7 @@ def test_samples_get_distinct_keys(openai: FakeOpenAI, write: Write, tmp_path: P
     samples: 5
     cases: [{id: add, vars: {}}]
     """
-    result = run_suite(load_suite(write("ins.yaml", suite)), _settings(tmp_path))
+    result = run_suite(load_suite(write("ins.yaml", suite)), run_settings(tmp_path))
     frame = load_run(result.run_dir)
     assert frame["sample"].tolist() == [0, 1, 2, 3, 4] and frame["request_key"].is_unique
     assert [r.suffix for r in openai.requests] == ["\nprint(add(1, 2))\n"] * 5
@@ -250,7 +243,7 @@ def test_the_api_key_is_never_written_anywhere(
     openai: FakeOpenAI, write: Write, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     openai.script([{"status": 400, "message": f"bad key {TEST_KEY} in request"}])
-    result = run_suite(load_suite(write("s.yaml", SUITE)), _settings(tmp_path, max_error_rate=1))
+    result = run_suite(load_suite(write("s.yaml", SUITE)), run_settings(tmp_path, max_error_rate=1))
     out, err = capfd.readouterr()
     assert TEST_KEY not in out + err
     for path in result.run_dir.iterdir():
@@ -264,7 +257,7 @@ def test_requests_really_run_concurrently(openai: FakeOpenAI, write: Write, tmp_
     openai.latency_ms = 100
     cases = "\n".join(f"  - {{id: c{i}, vars: {{ticket: t, queue: q}}}}" for i in range(20))
     suite = "models: [openai/gpt-4]\nprompt: 'ANSWER: x'\ncases:\n" + cases + "\n"
-    result = run_suite(load_suite(write("c.yaml", suite)), _settings(tmp_path, concurrency=10))
+    result = run_suite(load_suite(write("c.yaml", suite)), run_settings(tmp_path, concurrency=10))
     frame = load_run(result.run_dir).sort_values("started_at")
     # with 10 in flight, the 10th request starts before the first one finishes
     first_end = frame["started_at"].iloc[0] + pd.to_timedelta(frame["latency_s"].iloc[0], unit="s")
