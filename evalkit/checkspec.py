@@ -2,8 +2,8 @@
 
 A check is a one-key mapping, `{contains: "refund"}`, with optional `name`, `weight`,
 `required` and (for the kinds that may be slow) `timeout_s`; `{not: {contains: "x"}}`
-negates. Only the shape is validated here; what a check does with an output lives in
-`checks.py`.
+negates. Only the shape is validated here; what each kind does with an output lives in
+`text_checks.py`, `json_checks.py` and `python_checks.py` (`evaluate.py` picks the function).
 """
 
 from __future__ import annotations

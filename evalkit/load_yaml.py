@@ -126,6 +126,19 @@ class _BoundedLoader(_SafeLoader):  # type: ignore[misc]
         self.get_event()
         return root
 
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """A node's value; a tagged scalar that is not what its tag says (`!!int x`,
+        `!!binary` that is not base64) is a problem at its own line, not a crash."""
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, OverflowError) as exc:
+            tag = str(node.tag).replace("tag:yaml.org,2002:", "!!")
+            if isinstance(node, yaml.ScalarNode):
+                what = f"invalid YAML: {node.value!r} is not a valid {tag}"
+            else:
+                what = f"invalid YAML: cannot build {tag} ({exc})"
+            raise _Refused(_line(node), what) from None
+
     def _compose(self) -> yaml.Node:
         """One node and all it holds, from the events, without recursion; each collection
         and anchor counts the nodes it stands for, so an alias's repeat is known when it is

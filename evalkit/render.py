@@ -1,10 +1,11 @@
 """Jinja rendering of prompts, suffixes and expected values, sandboxed and strict.
 
 Templates are data from a suite file: they run in a bounded Jinja sandbox (`sandbox.py`: no
-access to Python internals, and limits on size and time) with `StrictUndefined` (a missing
-variable is an error, never an empty string), and keep trailing newlines so a prompt or
-suffix is sent byte for byte as written. Everything one case's prompt (or one check) renders
-shares one budget, plain text included, so repeating a long text cannot get around it.
+access to Python internals; `render_budget.py`: limits on size and time) with
+`StrictUndefined` (a missing variable is an error, never an empty string), and keep
+trailing newlines so a prompt or suffix is sent byte for byte as written. Everything one
+case's prompt (or one check) renders shares one budget, plain text included, so repeating a
+long text cannot get around it.
 """
 
 from __future__ import annotations

@@ -187,3 +187,18 @@ def test_loading_leaves_the_cycle_collector_as_it_was(write: Write) -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [("!!int x", "'x' is not a valid !!int"), ("!!timestamp 2020-13-45", "!!timestamp")],
+)
+def test_a_tagged_value_that_is_not_what_its_tag_says_is_located(
+    write: Write, value: str, shown: str
+) -> None:
+    path = write("bad.yaml", f"prompt: hi\ncases:\n  - id: a\n    vars: {{n: {value}}}\n")
+    with pytest.raises(SuiteError) as error:
+        load_suite(path)
+    [problem] = error.value.problems
+    assert (problem.line, problem.what) == (4, problem.what)
+    assert shown in problem.what and problem.what.startswith("invalid YAML")
