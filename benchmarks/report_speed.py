@@ -4,7 +4,7 @@
 
 Two run directories are generated without any server: manifest.json, a journal.jsonl in the
 format dispatch.py writes (one entry per request, checks scored per choice, `check_meta`),
-and results.parquet from `evalkit.frame.frame_of_journal`, as `evalkit run` leaves them.
+and results.parquet from `evalkit.records.frame.frame_of_journal`, as `evalkit run` leaves them.
 The shape: N cases (default 25,000) × 2 models × 2 variants × 1 sample = 4N rows; varied
 output lengths (a few of 6,000 characters), finish reasons (stop, length, content_filter),
 1% failed requests, time to first token for one model. The second run is degraded: one
@@ -138,8 +138,8 @@ def entries(cases: int, seed: int, degraded: bool) -> Iterator[dict[str, Any]]:
 
 def make_run(root: Path, run_id: str, cases: int, seed: int, degraded: bool) -> Path:
     """A complete run directory: manifest, journal, results.parquet."""
-    from evalkit.frame import frame_of_journal
-    from evalkit.store import JOURNAL, MANIFEST, RESULTS, SCHEMA_VERSION
+    from evalkit.records.frame import frame_of_journal
+    from evalkit.records.store import JOURNAL, MANIFEST, RESULTS, SCHEMA_VERSION
 
     run_dir = root / run_id
     run_dir.mkdir(parents=True)
@@ -174,8 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import warnings
 
-    from evalkit.compare import compare_models, compare_runs
-    from evalkit.frame import load_run
+    from evalkit.analysis.compare import compare_models, compare_runs
+    from evalkit.records.frame import load_run
     from evalkit.report import write_reports
 
     warnings.simplefilter("ignore")  # pandas deprecations from compare.py are not measured

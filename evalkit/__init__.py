@@ -1,15 +1,12 @@
-"""evalkit: batch prompt evaluation and model comparison for OpenAI-compatible APIs."""
+"""evalkit: batch prompt evaluation and model comparison for OpenAI-compatible APIs.
+
+Every name below loads its module when first used (PEP 562), so `import evalkit` and
+`evalkit --help` import no suite models, HTTP client, pandas or plotting library.
+"""
 
 import typing as _typing
 from importlib import import_module as _import_module
-from importlib.metadata import version as _version
 
-from evalkit.cache import cache_dir
-from evalkit.cache import clear as clear_cache
-from evalkit.cache import explain as explain_cache
-from evalkit.cache import stats as cache_stats
-from evalkit.catalog import CATALOG, ModelInfo
-from evalkit.checkspec import Check
 from evalkit.errors import (
     ConfigError,
     EvalkitError,
@@ -21,35 +18,65 @@ from evalkit.errors import (
     UnknownModel,
     Unsendable,
 )
-from evalkit.estimate import DryRun, ModelEstimate
-from evalkit.frame import COLUMNS, load_run
-from evalkit.load import load_suite
-from evalkit.render import Rendered, Renderer
-from evalkit.runner import RunResult, RunSettings, dry_run, resume_run, run_suite
-from evalkit.sampling import pass_at_k, pass_hat_k, reduce_samples
-from evalkit.suite import Case, Endpoint, Message, ModelSpec, Params, Suite, Variant
-from evalkit.summary import summarize
-from evalkit.validate import check_suite
 
 if _typing.TYPE_CHECKING:
-    from evalkit.compare import Gate, RunComparison, compare_runs
+    from evalkit.analysis.compare import Gate, RunComparison, compare_runs
+    from evalkit.analysis.summary import summarize
+    from evalkit.execution.runner import dry_run, resume_run, run_suite
+    from evalkit.execution.sampling import pass_at_k, pass_hat_k, reduce_samples
+    from evalkit.execution.settings import RunResult, RunSettings
+    from evalkit.models.catalog import CATALOG, ModelInfo
+    from evalkit.planning.estimate import DryRun, ModelEstimate
+    from evalkit.planning.validate import check_suite
+    from evalkit.records.cache import cache_dir
+    from evalkit.records.cache import clear as clear_cache
+    from evalkit.records.cache import explain as explain_cache
+    from evalkit.records.cache import stats as cache_stats
+    from evalkit.records.frame import COLUMNS, load_run
     from evalkit.report import write_reports
+    from evalkit.suite.checkspec import Check
+    from evalkit.suite.load import load_suite
+    from evalkit.suite.render import Rendered, Renderer
+    from evalkit.suite.spec import Case, Endpoint, Message, ModelSpec, Params, Suite, Variant
 
-__version__ = _version("evalkit")
+    __version__: str
 
-# comparing and reporting load when first used (PEP 562): `import evalkit` stays light
-_LAZY = {
-    "Gate": "evalkit.compare",
-    "RunComparison": "evalkit.compare",
-    "compare_runs": "evalkit.compare",
-    "write_reports": "evalkit.report",
+# public name -> (module, name in it)
+_LAZY: dict[str, tuple[str, str]] = {
+    **{n: ("evalkit.analysis.compare", n) for n in ("Gate", "RunComparison", "compare_runs")},
+    "summarize": ("evalkit.analysis.summary", "summarize"),
+    **{n: ("evalkit.execution.runner", n) for n in ("dry_run", "resume_run", "run_suite")},
+    **{n: ("evalkit.execution.sampling", n) for n in ("pass_at_k", "pass_hat_k", "reduce_samples")},
+    **{n: ("evalkit.execution.settings", n) for n in ("RunResult", "RunSettings")},
+    **{n: ("evalkit.models.catalog", n) for n in ("CATALOG", "ModelInfo")},
+    **{n: ("evalkit.planning.estimate", n) for n in ("DryRun", "ModelEstimate")},
+    "check_suite": ("evalkit.planning.validate", "check_suite"),
+    "cache_dir": ("evalkit.records.cache", "cache_dir"),
+    "clear_cache": ("evalkit.records.cache", "clear"),
+    "explain_cache": ("evalkit.records.cache", "explain"),
+    "cache_stats": ("evalkit.records.cache", "stats"),
+    **{n: ("evalkit.records.frame", n) for n in ("COLUMNS", "load_run")},
+    "write_reports": ("evalkit.report", "write_reports"),
+    "Check": ("evalkit.suite.checkspec", "Check"),
+    "load_suite": ("evalkit.suite.load", "load_suite"),
+    **{n: ("evalkit.suite.render", n) for n in ("Rendered", "Renderer")},
+    **{
+        n: ("evalkit.suite.spec", n)
+        for n in ("Case", "Endpoint", "Message", "ModelSpec", "Params", "Suite", "Variant")
+    },
 }
 
 
 def __getattr__(name: str) -> object:
-    if name not in _LAZY:
+    if name == "__version__":
+        from importlib.metadata import version
+
+        value: object = version("evalkit")
+    elif name in _LAZY:
+        module, attribute = _LAZY[name]
+        value = getattr(_import_module(module), attribute)
+    else:
         raise AttributeError(f"module 'evalkit' has no attribute {name!r}")
-    value = getattr(_import_module(_LAZY[name]), name)
     globals()[name] = value
     return value
 

@@ -8,20 +8,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from evalkit.catalog import CATALOG
+from evalkit.models.catalog import CATALOG
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from evalkit.compare import RunComparison
-    from evalkit.estimate import DryRun
-    from evalkit.runner import RunResult
-    from evalkit.suite import Suite
+    from evalkit.analysis.compare import RunComparison
+    from evalkit.execution.settings import RunResult
+    from evalkit.planning.estimate import DryRun
+    from evalkit.suite.spec import Suite
 
 
 def validated(path: Path, suite: Suite, models: int) -> str:
     """`evalkit validate`'s line for a suite without problems, with what it would send."""
-    from evalkit.plan import count_requests
+    from evalkit.planning.plan import count_requests
 
     variants = len(suite.variant_prompts())
     return (
@@ -45,8 +45,8 @@ def resume_note(path: Path) -> str:
 
 def run_summary(result: RunResult) -> str:
     """A finished run: each model's requests and cost, the summary table, failed samples."""
-    from evalkit.frame import load_run
-    from evalkit.summary import summarize
+    from evalkit.analysis.summary import summarize
+    from evalkit.records.frame import load_run
 
     lines = [
         f"{label}: {stats['requests']} requests, {stats['errors']} errors, "
@@ -67,7 +67,7 @@ def run_reason(result: RunResult) -> str:
 
 def dry_run_text(dry: DryRun, as_json: bool = False) -> str:
     """`evalkit run --dry-run`: a table per suite, or JSON with `--json`."""
-    from evalkit.estimate import table as estimates_table
+    from evalkit.planning.estimate import table as estimates_table
 
     if as_json:
         return json.dumps(dry.as_dict(), indent=2)

@@ -21,12 +21,12 @@ exceptions: each is caught where it is raised and becomes something the user rea
 
 - `providers.ProviderError`: a request that failed; the sender retries it or journals
   an error record (its `error_type` and message are the report's error columns).
-- `budget.BudgetReached`: the next request would pass `--max-cost`; the run ends with
+- `execution.budget.BudgetReached`: the next request would pass `--max-cost`; the run ends with
   status `budget`, which is exit 3.
-- `render_budget.RenderLimit` (and `TooSlow`): a template asked for too much; `render.py` turns
-  it into a `TemplateError`.
-- `threads.TimedOut`, `threads.TooManyStuck`: a check ran past its time limit or was not
-  started; `scoring.py` turns them into a failed check with the reason.
+- `suite.render_budget.RenderLimit` (and `TooSlow`): a template asked for too much;
+  `suite/render.py` turns it into a `TemplateError`.
+- `scoring.threads.TimedOut`, `scoring.threads.TooManyStuck`: a check ran past its time
+  limit or was not started; `scoring/scoring.py` turns them into a failed check with the reason.
 
 Anything else that escapes is a bug (exit 4).
 """
@@ -36,7 +36,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-from evalkit.locate import show_path
+from evalkit.suite.locate import show_path
 
 
 class EvalkitError(Exception):

@@ -16,16 +16,16 @@ from typing import Any
 import pytest
 
 from evalkit import load_run, load_suite, run_suite
-from evalkit.budget import max_cost
-from evalkit.cache import FILE as CACHE_FILE
-from evalkit.cache import lookup_entry
 from evalkit.cli import main
-from evalkit.planner import plan
-from evalkit.runner import dry_run, resume_run
-from evalkit.store import read_journal
-from evalkit.suite import ModelSpec
-from evalkit.targets import resolve
-from evalkit.tokens import Counter as TokenCounter
+from evalkit.execution.budget import max_cost
+from evalkit.execution.runner import dry_run, resume_run
+from evalkit.models.targets import resolve
+from evalkit.models.tokens import Counter as TokenCounter
+from evalkit.planning.planner import plan
+from evalkit.records.cache import FILE as CACHE_FILE
+from evalkit.records.cache import lookup_entry
+from evalkit.records.store import read_journal
+from evalkit.suite.spec import ModelSpec
 from fake_openai import FakeOpenAI
 from tests.conftest import cli_env, run_evalkit, run_settings
 
@@ -203,7 +203,7 @@ def test_refresh_sends_everything_and_overwrites(
     openai.reset()
     run_suite(suite, _settings(tmp_path))
     assert openai.count() == 0
-    from evalkit.cache import stats
+    from evalkit.records.cache import stats
 
     assert stats(folder)["entries"] == 3  # replaced, not duplicated
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from evalkit import SuiteError, load_run, load_suite, run_suite
-from evalkit.checkspec import Check
-from evalkit.evaluate import evaluate
+from evalkit.scoring.evaluate import evaluate
+from evalkit.suite.checkspec import Check
 from fake_openai import FakeOpenAI
 from tests.conftest import cli_env, run_settings
 
@@ -452,7 +452,7 @@ def test_a_python_loop_past_its_limit_is_stopped(
 def test_stuck_checks_past_the_cap_fail_at_once(
     openai: FakeOpenAI, tmp_path: Path, write: Write
 ) -> None:
-    from evalkit.threads import MAX_ABANDONED, THREADS
+    from evalkit.scoring.threads import MAX_ABANDONED, THREADS
 
     write("grading.py", "import time\n\ndef sleep(output, record):\n    time.sleep(3600)\n")
     checks = "checks: [{python: 'grading:sleep', timeout_s: 0.2}]\n"
@@ -502,7 +502,7 @@ def test_a_signal_stops_a_run_stuck_in_a_check(
 
 
 def test_a_hostile_judge_answer_is_read_in_bounded_time() -> None:
-    from evalkit.judge import parse_verdict
+    from evalkit.scoring.judge import parse_verdict
 
     for answer in ["VERDICT:" + " " * 50_000 + "maybe", "SCORE:" + " " * 50_000 + "high"]:
         started = time.monotonic()
@@ -514,8 +514,8 @@ def test_a_hostile_judge_answer_is_read_in_bounded_time() -> None:
 
 
 def test_a_malformed_moderation_answer_fails_the_check_even_negated() -> None:
-    from evalkit.checks import negated
-    from evalkit.moderation import parse_result
+    from evalkit.scoring.checks import negated
+    from evalkit.scoring.moderation import parse_result
 
     negation = Check.model_validate({"not": "moderation"})
     for answer in ['{"flagged": true, "categories": ["hate"]}', '{"categories": "hate"}', "[]"]:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from evalkit import Check, SuiteError, load_suite
-from evalkit.checks import combine
-from evalkit.evaluate import evaluate
+from evalkit.scoring.checks import combine
+from evalkit.scoring.evaluate import evaluate
 
 RECORD = {"finish_reason": "stop", "completion_tokens": 12, "latency_s": 0.25, "cost_usd": 0.002}
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from evalkit import InputError, RunSettings, load_run, load_suite, run_suite
-from evalkit.compare import compare_models, compare_runs, parse_policy
+from evalkit.analysis.compare import compare_models, compare_runs, parse_policy
 from fake_openai import FakeOpenAI
 
 

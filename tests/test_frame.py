@@ -1,4 +1,4 @@
-"""evalkit.frame: journal entries → the typed DataFrame, one row per sample.
+"""evalkit.records.frame: journal entries → the typed DataFrame, one row per sample.
 
 Entries are built by `records.request_entry` from a planned request, the way a run journals them;
 load_run over real runs is exercised in test_cache_resume.py and test_api.py. Here: n choices
@@ -14,13 +14,13 @@ import pandas as pd
 import pytest
 
 from evalkit import COLUMNS
-from evalkit.frame import records, rows, to_frame
-from evalkit.plan import Request
-from evalkit.planner import plan
+from evalkit.models.targets import resolve
+from evalkit.planning.plan import Request
+from evalkit.planning.planner import plan
 from evalkit.providers import ProviderError
-from evalkit.records import Answer, Provenance, request_entry
-from evalkit.suite import ModelSpec, Suite
-from evalkit.targets import resolve
+from evalkit.records.entries import Answer, Provenance, request_entry
+from evalkit.records.frame import records, rows, to_frame
+from evalkit.suite.spec import ModelSpec, Suite
 
 STARTED = "2026-01-02T03:04:05.123456+00:00"
 

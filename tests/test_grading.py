@@ -1,4 +1,4 @@
-"""evalkit.grading: a judge's or moderation call's answer → the check's verdict, journaled.
+"""evalkit.scoring.grading: a judge's or moderation call's answer → the check's verdict, journaled.
 
 The verdict rules are checked on entries built by hand (every way an answer can read); one
 Grader round trip goes to the loopback fake's `/v1/moderations`, where what the server saw
@@ -13,17 +13,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-from evalkit.checkspec import Check
-from evalkit.grading import Grader, grader_model, prompt_text, verdict_of
-from evalkit.limits import ModelLimits
-from evalkit.plan import Group
-from evalkit.planner import Planner
+from evalkit.execution.limits import ModelLimits
+from evalkit.execution.send import Sender, SendSettings, Tally
+from evalkit.models.targets import resolve
+from evalkit.planning.plan import Group
+from evalkit.planning.planner import Planner
 from evalkit.providers.openai import OpenAIProvider, make_transport
-from evalkit.records import JudgeEntry, RequestEntry
-from evalkit.send import Sender, SendSettings, Tally
-from evalkit.store import RunDir, read_journal
-from evalkit.suite import ModelSpec, Suite
-from evalkit.targets import resolve
+from evalkit.records.entries import JudgeEntry, RequestEntry
+from evalkit.records.store import RunDir, read_journal
+from evalkit.scoring.grading import Grader, grader_model, prompt_text, verdict_of
+from evalkit.suite.checkspec import Check
+from evalkit.suite.spec import ModelSpec, Suite
 from fake_openai import FakeOpenAI
 
 JUDGE = {"model": "openai/gpt-4", "rubric": "polite?"}

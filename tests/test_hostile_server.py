@@ -25,9 +25,9 @@ import pytest
 from aiohttp import web
 
 from evalkit import RunResult, RunSettings, load_run, load_suite, run_suite
+from evalkit.execution.retry import MAX_HINT_S, retry_after
+from evalkit.records.store import read_journal
 from evalkit.report import write_reports
-from evalkit.retry import MAX_HINT_S, retry_after
-from evalkit.store import read_journal
 from tests.conftest import cli_env, run_evalkit
 
 HOST = "127.0.0.1"

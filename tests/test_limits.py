@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from evalkit.limits import ModelLimits, _Bucket
+from evalkit.execution.limits import ModelLimits, _Bucket
 
 
 def test_a_429_halves_the_limit_and_successes_grow_it_back() -> None:

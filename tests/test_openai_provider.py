@@ -19,13 +19,13 @@ from typing import Any
 import httpx
 import pytest
 
-from evalkit.plan import Endpoint, Request
-from evalkit.planner import plan
+from evalkit.execution.retry import parse_duration, retry_after
+from evalkit.models.targets import Target, resolve
+from evalkit.planning.plan import Endpoint, Request
+from evalkit.planning.planner import plan
 from evalkit.providers import Completion, ProviderError
 from evalkit.providers.openai import OpenAIProvider, make_transport
-from evalkit.retry import parse_duration, retry_after
-from evalkit.suite import Case, ModelSpec, Suite
-from evalkit.targets import Target, resolve
+from evalkit.suite.spec import Case, ModelSpec, Suite
 from fake_openai import FakeOpenAI
 
 BASE = "https://api.example.test/v1"

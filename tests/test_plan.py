@@ -1,4 +1,4 @@
-"""evalkit.plan: suite × model → requests, their keys, the endpoint that follows the model.
+"""evalkit.planning.plan: suite × model → requests, their keys, the endpoint that follows the model.
 
 Bodies against the OpenAI spec are tested in test_request_bodies.py and `endpoint_for` on a
 hand-made `Rendered` in test_render.py; here: what a model's stream of the planner produces
@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from evalkit.errors import Unsendable
-from evalkit.plan import Group, Request, check_columns, count_requests
-from evalkit.planner import Planner, plan
-from evalkit.suite import ModelSpec, Suite
-from evalkit.targets import Target, resolve
+from evalkit.models.targets import Target, resolve
+from evalkit.planning.plan import Group, Request, check_columns, count_requests
+from evalkit.planning.planner import Planner, plan
+from evalkit.suite.spec import ModelSpec, Suite
 
 CHAT = "openai/gpt-4o-mini"
 INSTRUCT = "openai/gpt-3.5-turbo-instruct"

@@ -1,4 +1,4 @@
-"""evalkit.planner: one planning pass per run, shared by validation, the estimate, resume and
+"""evalkit.planning.planner: one planning pass per run, shared by validation, the estimate, resume and
 every model's stream; each case rendered once, its renders held only while a stream needs them.
 
 `Planner.renders` counts what was rendered; the streams are pulled the way the run's
@@ -14,13 +14,14 @@ from typing import Any
 import pytest
 
 from evalkit.errors import TemplateError
-from evalkit.estimate import estimate
-from evalkit.plan import Group
-from evalkit.planner import Planner, plan
-from evalkit.runner import RunSettings, _targets
-from evalkit.suite import Suite
-from evalkit.targets import Target, resolve
-from evalkit.validate import validated
+from evalkit.execution.prepare import validated_targets
+from evalkit.execution.settings import RunSettings
+from evalkit.models.targets import Target, resolve
+from evalkit.planning.estimate import estimate
+from evalkit.planning.plan import Group
+from evalkit.planning.planner import Planner, plan
+from evalkit.planning.validate import validated
+from evalkit.suite.spec import Suite
 
 MODELS = ["openai/gpt-4o-mini", "openai/gpt-3.5-turbo-instruct"]
 ENV = {"OPENAI_BASE_URL": "https://api.example.test/v1", "OPENAI_API_KEY": "sk-test"}
@@ -70,10 +71,10 @@ def test_a_two_model_run_renders_each_prompt_once_per_variant_and_each_check_onc
 
 
 def test_the_runs_validation_hands_its_planner_to_the_run() -> None:
-    """`runner._targets` (what a run and a dry run validate with) returns the planner the
+    """`prepare.validated_targets` (what a run and a dry run validate with) returns the planner the
     streams then use, with what validation rendered."""
     s = suite()
-    models, planner = _targets(s, RunSettings(environ=ENV, concurrency=3))
+    models, planner = validated_targets(s, RunSettings(environ=ENV, concurrency=3))
     assert [t.concurrency for t in models] == [3, 3]
     rendered = planner.renders.prompts
     run_streams(planner, models)

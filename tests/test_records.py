@@ -1,4 +1,4 @@
-"""evalkit.records: the entries a run journals, the one fold that reads them back, and the
+"""evalkit.records.entries: the entries a run journals, the one fold that reads them back, and the
 answer serialised once for the cache row and the journal line.
 
 Entries are built with `request_entry` from planned requests, as the sender builds them;
@@ -13,23 +13,14 @@ from typing import Any
 
 import pytest
 
-from evalkit.plan import Request
-from evalkit.planner import plan
+from evalkit.models.targets import resolve
+from evalkit.planning.plan import Request
+from evalkit.planning.planner import plan
 from evalkit.providers import ProviderError
-from evalkit.records import (
-    Answer,
-    Provenance,
-    decode,
-    encode,
-    fold,
-    journal_line,
-    recorded_spent,
-    request_entry,
-    retire_entry,
-    select_entry,
-)
-from evalkit.suite import ModelSpec, Suite
-from evalkit.targets import resolve
+from evalkit.records.encoding import decode, encode, journal_line
+from evalkit.records.entries import Answer, Provenance, request_entry, retire_entry, select_entry
+from evalkit.records.fold import fold, recorded_spent
+from evalkit.suite.spec import ModelSpec, Suite
 
 STARTED = "2026-01-02T03:04:05.123+00:00"
 MODEL = "openai/gpt-4o-mini"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from evalkit import Case, Check, Renderer, Suite, TemplateError, Variant
-from evalkit.catalog import lookup
 from evalkit.errors import Unsendable
-from evalkit.plan import endpoint_for
-from evalkit.render import Rendered
+from evalkit.models.catalog import lookup
+from evalkit.planning.plan import endpoint_for
+from evalkit.suite.render import Rendered
 
 
 def _suite(**fields: object) -> Suite:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from evalkit import InputError, RunSettings, load_run, load_suite, run_suite
-from evalkit.compare import compare_runs
+from evalkit.analysis.compare import compare_runs
 from evalkit.report import write_reports
 from evalkit.report.html import case_rows, template_text
 from evalkit.report.markdown import cell

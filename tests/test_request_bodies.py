@@ -28,14 +28,14 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from evalkit.errors import Unsendable
-from evalkit.load import load_suite
-from evalkit.moderation import moderation_request
-from evalkit.plan import Endpoint, build_body
-from evalkit.planner import plan
-from evalkit.render import Rendered, Renderer
-from evalkit.suite import Case, Message, ModelSpec, Params, Suite
-from evalkit.targets import resolve
-from evalkit.validate import check_suite
+from evalkit.models.targets import resolve
+from evalkit.planning.plan import Endpoint, build_body
+from evalkit.planning.planner import plan
+from evalkit.planning.validate import check_suite
+from evalkit.scoring.moderation import moderation_request
+from evalkit.suite.load import load_suite
+from evalkit.suite.render import Rendered, Renderer
+from evalkit.suite.spec import Case, Message, ModelSpec, Params, Suite
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC_DIR = REPO / "tests" / "data" / "openai-openapi"

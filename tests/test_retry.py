@@ -1,4 +1,4 @@
-"""evalkit.retry: the back-off between attempts and the loop that decides what is sent again.
+"""evalkit.execution.retry: the back-off between attempts and the loop that decides what is sent again.
 
 Header parsing (`retry_after`, `parse_duration`) and the provider's classification of
 failures are tested in test_openai_provider.py and test_hostile_server.py; here: `wait_after`
@@ -17,8 +17,15 @@ import httpx
 import pytest
 from tenacity import AsyncRetrying
 
+from evalkit.execution.retry import (
+    MAX_HINT_S,
+    MAX_WAIT_S,
+    policy,
+    retry_after,
+    wait_after,
+    with_retries,
+)
 from evalkit.providers import ProviderError
-from evalkit.retry import MAX_HINT_S, MAX_WAIT_S, policy, retry_after, wait_after, with_retries
 
 
 def _error(retryable: bool = True, hint: float | None = None) -> ProviderError:

@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 
 from evalkit import load_run, load_suite, run_suite
-from evalkit.budget import max_cost
-from evalkit.cache import FILE as CACHE_FILE
 from evalkit.cli import main
-from evalkit.planner import plan
-from evalkit.suite import ModelSpec
-from evalkit.targets import resolve
-from evalkit.tokens import Counter
+from evalkit.execution.budget import max_cost
+from evalkit.models.targets import resolve
+from evalkit.models.tokens import Counter
+from evalkit.planning.planner import plan
+from evalkit.records.cache import FILE as CACHE_FILE
+from evalkit.suite.spec import ModelSpec
 from fake_openai import FakeOpenAI
 from tests.conftest import cli_env, run_evalkit, run_settings
 

@@ -21,7 +21,7 @@ from evalkit import (
     run_suite,
     summarize,
 )
-from evalkit.sampling import mean_logprob, select
+from evalkit.execution.sampling import mean_logprob, select
 from fake_openai import FakeOpenAI
 
 Write = Callable[[str, str], Path]

@@ -1,4 +1,4 @@
-"""evalkit.send: one request through reuse → cache → budget → limits → retries → entry.
+"""evalkit.execution.send: one request through reuse → cache → budget → limits → retries → entry.
 
 Against the loopback fake (`fake_openai`), over real HTTP: what the server saw is the proof
 that a cached or reused answer sends nothing, that a refused request never leaves, and that a
@@ -14,17 +14,18 @@ from typing import TypeVar
 
 import pytest
 
-from evalkit.budget import Budget, BudgetReached
-from evalkit.cache import Cache
-from evalkit.limits import ModelLimits
-from evalkit.plan import Request
-from evalkit.planner import plan
+from evalkit.execution.budget import Budget, BudgetReached
+from evalkit.execution.limits import ModelLimits
+from evalkit.execution.send import Sender, SendSettings, Sent
+from evalkit.models.targets import resolve
+from evalkit.planning.plan import Request
+from evalkit.planning.planner import plan
 from evalkit.providers import Provider
 from evalkit.providers.openai import OpenAIProvider, make_transport
-from evalkit.records import RequestEntry, decode
-from evalkit.send import Sender, SendSettings, Sent
-from evalkit.suite import ModelSpec, Suite
-from evalkit.targets import resolve
+from evalkit.records.cache import Cache
+from evalkit.records.encoding import decode
+from evalkit.records.entries import RequestEntry
+from evalkit.suite.spec import ModelSpec, Suite
 from fake_openai import FakeOpenAI
 
 T = TypeVar("T")

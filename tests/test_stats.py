@@ -7,7 +7,13 @@ import math
 import pytest
 from scipy import stats as scipy_stats
 
-from evalkit.stats import holm, mcnemar_exact, min_detectable_difference, paired_bootstrap, wilson
+from evalkit.analysis.stats import (
+    holm,
+    mcnemar_exact,
+    min_detectable_difference,
+    paired_bootstrap,
+    wilson,
+)
 
 
 @pytest.mark.parametrize(("k", "n"), [(8, 10), (0, 20), (20, 20), (37, 120), (1, 1)])

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from evalkit import InputError, load_run
-from evalkit.store import SCHEMA_VERSION, RunDir, read_journal
+from evalkit.records.store import SCHEMA_VERSION, RunDir, read_journal
 
 
 def _run(tmp_path: Path) -> RunDir:

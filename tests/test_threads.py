@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from evalkit.threads import TimedOut, TimeLimitedThreads
+from evalkit.scoring.threads import TimedOut, TimeLimitedThreads
 
 
 def _spin() -> None:

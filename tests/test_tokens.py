@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from evalkit import RunSettings, load_run, load_suite, run_suite
-from evalkit.catalog import lookup
-from evalkit.runner import dry_run
-from evalkit.tokens import Counter, fits
-from evalkit.validate import check_suite
+from evalkit.execution.runner import dry_run
+from evalkit.models.catalog import lookup
+from evalkit.models.tokens import Counter, fits
+from evalkit.planning.validate import check_suite
 from fake_openai import FakeOpenAI
 
 ROOT = Path(__file__).parent.parent
@@ -30,8 +30,8 @@ def test_counting_never_touches_the_network(tmp_path: Path) -> None:
             raise OSError("network blocked by the test")
         socket.socket.connect = refuse
         socket.getaddrinfo = refuse
-        from evalkit.catalog import lookup
-        from evalkit.tokens import Counter
+        from evalkit.models.catalog import lookup
+        from evalkit.models.tokens import Counter
         print(Counter(lookup("openai/gpt-4")).text("hello world"))
         print(Counter(lookup("openai/gpt-4o")).text("hello world, again"))
         print(len(attempts))

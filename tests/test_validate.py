@@ -120,8 +120,8 @@ def test_a_string_prompt_to_a_chat_model_is_counted_as_the_message_it_is_sent_as
     """Validation counts the prompt as sent (one user message, with its overhead), as the
     estimate does: one window is an overflow for both, one token more fits both."""
     from evalkit import RunSettings, dry_run
-    from evalkit.catalog import lookup
-    from evalkit.tokens import Counter
+    from evalkit.models.catalog import lookup
+    from evalkit.models.tokens import Counter
 
     text = "lorem ipsum dolor " * 20
     sent = Counter(lookup("openai/gpt-4")).body({"messages": [{"role": "user", "content": text}]})

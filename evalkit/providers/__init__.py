@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from evalkit.plan import Request
+from evalkit.planning.plan import Request
 
 
 @dataclass(slots=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from evalkit.plan import Request
+from evalkit.planning.plan import Request
 from evalkit.providers import Choice, Completion, ProviderError
 from evalkit.providers.failures import error_in
 

@@ -14,7 +14,7 @@ import aiohttp
 import httpx
 from httpx_aiohttp.transport import AiohttpResponseStream, map_aiohttp_exceptions
 
-from evalkit.plan import Request
+from evalkit.planning.plan import Request
 from evalkit.providers.failures import too_large
 
 BODY_BASE_BYTES = 1 << 20  # 1 MiB: the envelope, usage, a long refusal

@@ -12,9 +12,9 @@ from typing import Any
 
 import httpx
 
-from evalkit.plan import Request
+from evalkit.execution.retry import RETRYABLE_STATUS, retry_after
+from evalkit.planning.plan import Request
 from evalkit.providers import ProviderError
-from evalkit.retry import RETRYABLE_STATUS, retry_after
 
 
 def http_error(status: int, body: bytes, headers: httpx.Headers) -> ProviderError:

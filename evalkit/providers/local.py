@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.errors import ConfigError
-from evalkit.plan import Request
+from evalkit.planning.plan import Request
 from evalkit.providers import Choice, Completion, ProviderError
 
 INSTALL_HINT = "pip install -e '.[local]'"

@@ -32,7 +32,7 @@ from httpx_aiohttp.transport import (
     map_aiohttp_exceptions,
 )
 
-from evalkit.plan import Request
+from evalkit.planning.plan import Request
 from evalkit.providers import Completion, ProviderError
 from evalkit.providers.answers import parse, parse_json
 from evalkit.providers.bodies import ERROR_BODY_BYTES, body_cap, read_body

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from evalkit.plan import Request
+from evalkit.planning.plan import Request
 from evalkit.providers import Choice, Completion, ProviderError
 from evalkit.providers.answers import (
     as_dict,

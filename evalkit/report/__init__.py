@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from evalkit.errors import InputError, RunError
-from evalkit.store import JOURNAL, RESULTS, read_manifest, write_atomically
+from evalkit.records.store import JOURNAL, RESULTS, read_manifest, write_atomically
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from evalkit.compare import ModelComparison, RunComparison
+    from evalkit.analysis.compare import ModelComparison, RunComparison
 
 FILENAMES = {"html": "report.html", "md": "report.md", "junit": "junit.xml"}
 
@@ -70,7 +70,7 @@ class RunReport:
     @cached_property
     def outcomes(self) -> pd.DataFrame:
         """One row per case × variant × model (see compare.case_outcomes)."""
-        from evalkit.compare import case_outcomes
+        from evalkit.analysis.compare import case_outcomes
 
         return case_outcomes(self.frame)
 
@@ -79,7 +79,7 @@ class RunReport:
         """Per label: cases, cases passed, and the Wilson interval of their ratio."""
         import pandas as pd
 
-        from evalkit.stats import wilson
+        from evalkit.analysis.stats import wilson
 
         passed = self.outcomes.groupby(["model", "variant"], sort=False, observed=True)["passed"]
         rows = []
@@ -105,8 +105,8 @@ def label(model: object, variant: object) -> str:
 
 def load_report(run_dir: Path, comparison: RunComparison | None = None) -> RunReport:
     """The run's data for reports; a clear InputError for a directory with nothing to show."""
-    from evalkit.compare import compare_models
-    from evalkit.frame import load_run
+    from evalkit.analysis.compare import compare_models
+    from evalkit.records.frame import load_run
 
     manifest = read_manifest(run_dir)  # missing directory, no manifest, newer schema
     if not (run_dir / JOURNAL).exists() and not (run_dir / RESULTS).exists():

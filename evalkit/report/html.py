@@ -17,7 +17,7 @@ from evalkit.console import fmt
 from evalkit.report import records
 
 if TYPE_CHECKING:
-    from evalkit.compare import Flip
+    from evalkit.analysis.compare import Flip
     from evalkit.report import RunReport
 
 TEMPLATE = "report.html.j2"

@@ -16,7 +16,7 @@ from evalkit.console import fmt
 from evalkit.report import label, records
 
 if TYPE_CHECKING:
-    from evalkit.compare import Flip
+    from evalkit.analysis.compare import Flip
     from evalkit.report import RunReport
 
 MAX_REGRESSIONS = 10

@@ -1,0 +1,1 @@
+"""From rows to answers: statistics, comparing runs, summaries."""

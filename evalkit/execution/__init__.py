@@ -1,0 +1,1 @@
+"""Sending the plan: the run, its workers, one request, retries, limits, budget, resume."""

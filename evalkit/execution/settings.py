@@ -1,0 +1,63 @@
+"""What a run is asked to do (`RunSettings`) and what it gives back (`RunResult`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from evalkit.errors import exit_code
+
+if TYPE_CHECKING:
+    from evalkit.analysis.compare import RunComparison
+
+
+@dataclass
+class RunSettings:
+    """What `evalkit run` was asked to do, beyond the suite itself."""
+
+    models: list[str] | None = None  # replaces the suite's models
+    concurrency: int | None = None  # -j: requests in flight per model
+    samples: int | None = None
+    out: Path = Path("reports/runs")
+    max_retries: int = 8
+    max_error_rate: float = 0.02
+    timeout_s: float = 120.0
+    retry_initial_s: float = 0.5
+    progress: bool | None = None  # None: a live bar on a terminal, plain lines otherwise
+    environ: Mapping[str, str] | None = None
+    allow_outside_cases: bool = False  # asked for on each command line, never kept in a manifest
+    max_cost: float | None = None  # USD ceiling
+    cache: bool = True  # --no-cache: neither read nor write
+    refresh: bool = False  # --refresh: write without reading
+    cache_dir: Path | None = None
+    allow_overflow: bool = False
+    # called with the run directory once it exists, before anything is sent
+    on_start: Callable[[Path], None] | None = field(default=None, repr=False)
+    # asked whether to resume the latest unfinished run of the same suite and models (True)
+    # instead of starting a new one; None: always start a new one
+    offer_resume: Callable[[Path], bool] | None = field(default=None, repr=False)
+
+
+@dataclass
+class RunResult:
+    """A finished run: its directory, status, counts and DataFrame; `Gate.judge` adds the
+    comparison with a baseline."""
+
+    run_dir: Path
+    status: str  # complete, failed, interrupted, budget
+    requests: int
+    errors: int
+    reason: str | None = None
+    per_model: dict[str, dict[str, Any]] = field(default_factory=dict)
+    failed_samples: int = 0  # kept samples that failed a required check
+    frame: Any = field(default=None, repr=False)  # the run's DataFrame, as load_run returns it
+    comparison: RunComparison | None = None  # with a baseline (`Gate.judge`), once complete
+
+    @property
+    def exit_code(self) -> int:
+        """3: the run could not complete; 1: checks failed, or with a baseline the gate
+        found a regression (the gate decides, not each failing check); 0: all good."""
+        failed = self.comparison.failed if self.comparison else bool(self.failed_samples)
+        return exit_code(complete=self.status == "complete", failed=failed)

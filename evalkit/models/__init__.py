@@ -1,0 +1,1 @@
+"""Which model a name means: the catalogue and prices, endpoints and keys, token counts."""
