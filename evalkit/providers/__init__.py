@@ -8,10 +8,18 @@ with its own module behind the same protocol.
 
 from __future__ import annotations
 
+import sys
+import types
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from evalkit.planning.plan import Request
+
+if "httpx" not in sys.modules:
+    # httpx imports its command-line tool (click, rich, pygments: 50-70 ms) whenever those are
+    # installed, and evalkit never runs it. Until httpx is imported, its `_main` is a module
+    # without `main`, which httpx's own fallback expects when its CLI extra is missing.
+    sys.modules.setdefault("httpx._main", types.ModuleType("httpx._main"))
 
 
 @dataclass(slots=True)
