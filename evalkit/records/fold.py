@@ -8,9 +8,9 @@ read-back counts are judged.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 
 from evalkit.models.catalog import believable, believable_cost
 from evalkit.records.entries import (
@@ -21,6 +21,8 @@ from evalkit.records.entries import (
     Slot,
     VerdictKey,
 )
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -33,11 +35,12 @@ class Prior:
 
 
 @dataclass
-class Folded:
-    """A journal read in order, retire lines applied."""
+class Folded(Generic[T]):
+    """A journal read in order, retire lines applied; `requests` holds the latest request
+    entry per sample, or what `fold_as` made of it."""
 
     prior: Prior = field(default_factory=Prior)
-    requests: dict[SampleKey, RequestEntry] = field(default_factory=dict)  # the latest
+    requests: dict[SampleKey, T] = field(default_factory=dict)  # the latest
     verdicts: dict[VerdictKey, JudgeEntry] = field(default_factory=dict)  # the latest
     first_round: dict[Slot, set[str]] = field(default_factory=dict)  # answered round-0 keys
     # what --max-cost counted, once per (kind, key, check): a reused answer re-journaled
@@ -65,10 +68,24 @@ class Folded:
             self.first_round.pop(slot, None)
 
 
-def fold(entries: Iterable[Mapping[str, Any]]) -> Folded:
+def fold(entries: Iterable[Mapping[str, Any]]) -> Folded[RequestEntry]:
     """Entries (validated journal lines, see readback.py) folded in order; their counts and
     costs are made believable in place."""
-    out = Folded()
+    return _fold(entries, lambda entry: entry, True)
+
+
+def fold_as(
+    entries: Iterable[Mapping[str, Any]], convert: Callable[[RequestEntry], T]
+) -> Folded[T]:
+    """The same fold, each request entry kept only as `convert` makes it (the DataFrame's
+    rows): a 100,000-request journal never sits in memory twice. `prior` stays empty."""
+    return _fold(entries, convert, False)
+
+
+def _fold(
+    entries: Iterable[Mapping[str, Any]], convert: Callable[[RequestEntry], T], reuse: bool
+) -> Folded[T]:
+    out: Folded[T] = Folded()
     prior = out.prior
     for line in entries:
         kind = line.get("kind")
@@ -91,9 +108,10 @@ def fold(entries: Iterable[Mapping[str, Any]]) -> Folded:
                 prior.judged[str(key)] = judged
             continue
         entry = cast(RequestEntry, line)
-        out.requests[(*slot, line.get("sample", 0))] = entry
+        out.requests[(*slot, line.get("sample", 0))] = convert(entry)
         if answered:  # a failed request is sent again
-            prior.requests[str(key)] = entry
+            if reuse:
+                prior.requests[str(key)] = entry
             if line.get("round", 0) == 0:
                 out.first_round.setdefault(slot, set()).add(str(key))
     return out

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from evalkit.records.fold import fold
+from evalkit.records.fold import fold_as
 from evalkit.records.store import RESULTS, read_journal, read_manifest
 from evalkit.scoring.checks import combine
 
@@ -199,10 +199,10 @@ def records(entries: Iterable[Mapping[str, Any]], run_id: str, suite: str) -> li
     re-scored it); a `retire` entry drops what came before for the case × variant × model it
     names (the suite changed); selections and judge verdicts are applied last.
     """
-    folded = fold(entries)
+    folded = fold_as(entries, lambda entry: rows(entry, run_id, suite))
     rows_by_slot: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for entry in folded.requests.values():
-        for row in rows(entry, run_id, suite):
+    for request_rows in folded.requests.values():
+        for row in request_rows:
             rows_by_slot[(row["case_id"], row["variant"], row["model"], row["sample"])] = row
     for group, selection in folded.selections.items():
         chosen = set(selection.get("selected") or [])
