@@ -1,6 +1,6 @@
 """Throughput benchmark: `evalkit run` end to end against the fake OpenAI server.
 
-    python benchmarks/run_throughput.py [--quick] [--repeats N] [--json PATH]
+    python benchmarks/run_throughput.py [--quick] [--only A|B|C ...] [--repeats N] [--json PATH]
 
 The fake server (`python -m fake_openai`, the package `fake_openai/`) runs in its own process
 on 127.0.0.1, started and stopped by PID. Every client runs in a process of its own as well, so
@@ -723,6 +723,9 @@ def _git_revision() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="skip workload C (100,000 cases)")
+    parser.add_argument(
+        "--only", choices=("A", "B", "C"), action="append", help="run only these workloads"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="runs of A and B (median)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument(
@@ -759,6 +762,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{startup.wall_s * 1000:.0f} ms wall",
             flush=True,
         )
+        only = set(args.only or (("A", "B") if args.quick else ("A", "B", "C")))
         one = fixed_cost(args.repeats, startup.cpu_s, workdir)
         print(
             f"1-request `evalkit run`: {one.cpu_ms:.0f} ms CPU, {one.wall_s * 1000:.0f} ms wall "
@@ -766,10 +770,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{one.extra['finalize_s'] * 1000:.0f} ms)",
             flush=True,
         )
-        rows = workload("A", 200, 2000, args.repeats, startup.cpu_s, workdir)
-        rows += workload("B", 0, 5000, args.repeats, startup.cpu_s, workdir)
+        rows = []
+        if "A" in only:
+            rows += workload("A", 200, 2000, args.repeats, startup.cpu_s, workdir)
+        if "B" in only:
+            rows += workload("B", 0, 5000, args.repeats, startup.cpu_s, workdir)
         c_details: dict[str, Any] | None = None
-        if not args.quick:
+        if "C" in only:
             c_row, c_details = workload_c(100_000, startup.cpu_s, workdir)
             rows.append(c_row)
 
