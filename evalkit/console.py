@@ -135,6 +135,8 @@ def models_table() -> str:
             notes.append("insert (suffix)")
         if info.deprecated:
             notes.append(f"shut down {info.deprecated}")
+        if info.cached_input_per_mtok is not None:
+            notes.append(f"cached input ${info.cached_input_per_mtok:g}/1M")
         rows.append(
             (
                 info.id,

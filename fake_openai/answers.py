@@ -137,13 +137,16 @@ def generate(job: Job) -> list[Choice]:
     return choices
 
 
-def usage(job: Job, choices: Sequence[Choice]) -> dict[str, int]:
-    """Prompt tokens from the request, completion tokens the sum over the choices."""
+def usage(job: Job, choices: Sequence[Choice]) -> dict[str, Any]:
+    """Prompt tokens from the request, completion tokens the sum over the choices, and the
+    details the API reports beside them (nothing cached, no hidden reasoning)."""
     completion = sum(len(c.tokens) for c in choices)
     return {
         "prompt_tokens": job.prompt_tokens,
         "completion_tokens": completion,
         "total_tokens": job.prompt_tokens + completion,
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0},
     }
 
 

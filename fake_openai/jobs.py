@@ -63,6 +63,30 @@ def _int_param(body: dict[str, Any], name: str, lo: int, hi: int) -> int | None:
     return value
 
 
+REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")  # reasoning models, as the real API treats them
+
+
+def is_reasoning_model(model: str) -> bool:
+    return model.startswith(REASONING_PREFIXES)
+
+
+def _reasoning_checks(body: dict[str, Any], model: str) -> None:
+    """What the real API refuses from a reasoning model's chat request, in its words."""
+    if "max_tokens" in body:
+        raise BadRequest(
+            "Unsupported parameter: 'max_tokens' is not supported with this model. "
+            "Use 'max_completion_tokens' instead.",
+            "max_tokens",
+        )
+    temperature = body.get("temperature")
+    if temperature is not None and temperature != 1:
+        raise BadRequest(
+            f"Unsupported value: 'temperature' does not support {temperature} with this model. "
+            "Only the default (1) value is supported.",
+            "temperature",
+        )
+
+
 def parse_job(body: Any, chat: bool, tokens: Callable[[str], int] | None = None) -> Job:
     """Validate like the real API does, so client bugs surface as 400s in tests.
 
@@ -74,6 +98,13 @@ def parse_job(body: Any, chat: bool, tokens: Callable[[str], int] | None = None)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("You must provide a model parameter.", "model")
+    if chat and is_reasoning_model(model):
+        _reasoning_checks(body, model)
+    elif "reasoning_effort" in body:
+        raise BadRequest(
+            "Unsupported parameter: 'reasoning_effort' is not supported with this model.",
+            "reasoning_effort",
+        )
     if chat:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:

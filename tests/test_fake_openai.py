@@ -82,7 +82,13 @@ def test_chat_answer_shape_and_answer_rule(client: httpx.Client) -> None:
     assert choice["finish_reason"] == "stop"
     assert choice["logprobs"] is None
     # prompt words over all messages: "be terse" (2) + "What is 6*7? ANSWER: forty two" (6)
-    assert data["usage"] == {"prompt_tokens": 8, "completion_tokens": 2, "total_tokens": 10}
+    assert data["usage"] == {
+        "prompt_tokens": 8,
+        "completion_tokens": 2,
+        "total_tokens": 10,
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0},
+    }
 
 
 def test_chat_echo_rule_is_truncated(client: httpx.Client) -> None:
@@ -109,7 +115,13 @@ def test_completions_shape_and_batch_prompts(client: httpx.Client) -> None:
     assert data["choices"] == [
         {"text": "yes", "index": 0, "logprobs": None, "finish_reason": "stop"}
     ]
-    assert data["usage"] == {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
+    assert data["usage"] == {
+        "prompt_tokens": 3,
+        "completion_tokens": 1,
+        "total_tokens": 4,
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0},
+    }
     batch = complete(client, ["ANSWER: a", "ANSWER: b c"]).json()
     assert [(c["index"], c["text"]) for c in batch["choices"]] == [(0, "a"), (1, "b c")]
     assert batch["usage"]["completion_tokens"] == 3

@@ -23,6 +23,8 @@ SUMMARY_COLUMNS = [
     "error_rate",
     "prompt_tokens",
     "completion_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
     "cost_usd",
     "latency_p50_s",
     "latency_p95_s",
@@ -53,6 +55,8 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
                 "error_rate": _mean(group["error_type"].notna().astype(float)),
                 "prompt_tokens": int(group["prompt_tokens"].sum()),
                 "completion_tokens": int(group["completion_tokens"].sum()),
+                "cached_tokens": int(group["cached_tokens"].sum()),
+                "reasoning_tokens": int(group["reasoning_tokens"].sum()),
                 "cost_usd": float(group["cost_usd"].fillna(0).sum())
                 + float(group["judge_cost_usd"].fillna(0).sum()),
                 "latency_p50_s": _quantile(answered["latency_s"], 0.5),

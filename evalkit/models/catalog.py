@@ -27,6 +27,10 @@ class ModelInfo:
     supports_suffix: bool = False
     deprecated: str | None = None  # shutdown date, when announced
     note: str = ""
+    cached_input_per_mtok: float | None = None  # prompt tokens from the prompt cache; None: full
+    # a reasoning model (o1, o3, gpt-5...): its chat requests take `max_completion_tokens` (not
+    # `max_tokens`), only the default temperature, and `reasoning_effort`
+    reasoning: bool = False
 
     @property
     def provider(self) -> str:
@@ -36,10 +40,18 @@ class ModelInfo:
     def name(self) -> str:
         return self.id.split("/", 1)[1]
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        """Dollar cost of one request at this model's listed prices."""
+    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
+        """Dollar cost of one request at this model's listed prices: `cached_tokens` of the
+        prompt at the cached-input price (when the model has one); completion tokens include
+        any hidden reasoning tokens, which are billed as output."""
+        cached_price = self.cached_input_per_mtok
+        if cached_price is None:
+            cached_price, cached_tokens = self.input_per_mtok, 0
+        fresh = prompt_tokens - cached_tokens
         return (
-            prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok
+            fresh * self.input_per_mtok
+            + cached_tokens * cached_price
+            + completion_tokens * self.output_per_mtok
         ) / 1_000_000
 
     def usage(
@@ -51,11 +63,17 @@ class ModelInfo:
         window = min(self.context_window, USAGE_CEILING)
         return believable(prompt_tokens, window), believable(completion_tokens, window * choices)
 
-    def usage_cost(self, prompt_tokens: int | None, completion_tokens: int | None) -> float | None:
-        """What believable counts cost; None (unknown) when either count is unknown."""
+    def usage_cost(
+        self,
+        prompt_tokens: int | None,
+        completion_tokens: int | None,
+        cached_tokens: int | None = None,
+    ) -> float | None:
+        """What believable counts cost; None (unknown) when either count is unknown (an
+        unknown cached count bills the whole prompt at the input price)."""
         if prompt_tokens is None or completion_tokens is None:
             return None
-        return self.cost(prompt_tokens, completion_tokens)
+        return self.cost(prompt_tokens, completion_tokens, cached_tokens or 0)
 
 
 USAGE_CEILING = 100_000_000
@@ -84,7 +102,7 @@ def _openai(
     price_out: float,
     as_of: str,
     encoding: str,
-    **extra: str | bool,
+    **extra: str | bool | float,
 ) -> ModelInfo:
     return ModelInfo(
         f"openai/{name}",
@@ -99,8 +117,27 @@ def _openai(
 
 
 CATALOG: tuple[ModelInfo, ...] = (
-    _openai("gpt-4o", "chat", 128_000, 2.50, 10.00, "2024-10-01", "o200k_base"),
-    _openai("gpt-4o-mini", "chat", 128_000, 0.15, 0.60, "2024-07-18", "o200k_base"),
+    # cached-input prices as published with prompt caching, 2024-10-01
+    _openai(
+        "gpt-4o",
+        "chat",
+        128_000,
+        2.50,
+        10.00,
+        "2024-10-01",
+        "o200k_base",
+        cached_input_per_mtok=1.25,
+    ),
+    _openai(
+        "gpt-4o-mini",
+        "chat",
+        128_000,
+        0.15,
+        0.60,
+        "2024-10-01",
+        "o200k_base",
+        cached_input_per_mtok=0.075,
+    ),
     _openai("gpt-4-turbo", "chat", 128_000, 10.00, 30.00, "2024-04-09", "cl100k_base"),
     _openai("gpt-4-1106-preview", "chat", 128_000, 10.00, 30.00, "2023-11-06", "cl100k_base"),
     _openai("gpt-4-0125-preview", "chat", 128_000, 10.00, 30.00, "2024-01-25", "cl100k_base"),

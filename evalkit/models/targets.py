@@ -51,6 +51,8 @@ def resolve(
         "context_window": spec.context_window,
         "input_per_mtok": spec.input_per_mtok,
         "output_per_mtok": spec.output_per_mtok,
+        "cached_input_per_mtok": spec.cached_input_per_mtok,
+        "reasoning": spec.reasoning,
     }
     if provider in endpoints:
         endpoint = endpoints[provider]

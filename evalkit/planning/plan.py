@@ -27,6 +27,7 @@ _WIRE = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
 _COMPLETIONS_ONLY = ("echo", "best_of", "suffix")
 _CHAT_ONLY = (
+    "reasoning_effort",
     "top_logprobs",
     "response_format",
     "tools",
@@ -77,7 +78,8 @@ class Request:
 
     @property
     def max_tokens(self) -> int | None:
-        value = self.body.get("max_tokens")
+        """The output budget, under whichever name the body carries it."""
+        value = self.body.get("max_tokens", self.body.get("max_completion_tokens"))
         return value if isinstance(value, int) else None
 
     @property
@@ -116,14 +118,18 @@ def endpoint_for(rendered: Rendered, info: ModelInfo) -> Endpoint:
 
 
 def build_body(
-    endpoint: Endpoint, model: str, rendered: Rendered, params: Params
+    endpoint: Endpoint, model: str, rendered: Rendered, params: Params, reasoning: bool = False
 ) -> dict[str, Any]:
-    """The JSON body for `endpoint`, following the official API description."""
+    """The JSON body for `endpoint`, following the official API description; `reasoning`: the
+    model is a reasoning model (`ModelInfo.reasoning`)."""
     values = params.set_values()
     if endpoint == "chat":
         wrong = [name for name in _COMPLETIONS_ONLY if name in values]
         if wrong:
             raise Unsendable(f"{', '.join(wrong)} only exist(s) on the completions endpoint")
+        _check_reasoning(model, values, reasoning)
+        if reasoning and "max_tokens" in values:  # the only output budget these models take
+            values["max_completion_tokens"] = values.pop("max_tokens")
         body: dict[str, Any] = {"model": model, "messages": _messages(rendered)}
         logprobs = values.pop("logprobs", None)
         if "top_logprobs" in values or (logprobs is not None and logprobs is not False):
@@ -146,6 +152,20 @@ def build_body(
     if body.get("stream"):
         body["stream_options"] = {"include_usage": True}
     return body
+
+
+def _check_reasoning(model: str, values: dict[str, Any], reasoning: bool) -> None:
+    """What a reasoning model refuses (a temperature other than 1), and what only it takes."""
+    if reasoning and values.get("temperature", 1) != 1:
+        raise Unsendable(
+            f"{model} is a reasoning model: it takes only the default temperature 1 "
+            f"(temperature is {values['temperature']:g}; remove it or set it to 1)"
+        )
+    if not reasoning and "reasoning_effort" in values:
+        raise Unsendable(
+            f"reasoning_effort is for reasoning models, and {model} is not one "
+            "(declare `reasoning: true` on the model if it is)"
+        )
 
 
 def _messages(rendered: Rendered) -> list[dict[str, Any]]:
@@ -220,7 +240,8 @@ class Group:
             changes["temperature"] = self.resample_temperature
         if changes:
             params = Params.model_validate({**params.set_values(), **changes})
-        body = build_body(self.endpoint, self.target.model, self.rendered, params)
+        info = self.target.info
+        body = build_body(self.endpoint, self.target.model, self.rendered, params, info.reasoning)
         return Request.build(self.case, self.variant, self.target, sample, self.endpoint, body)
 
     def first_round(self) -> list[Request]:

@@ -201,9 +201,15 @@ def _check_sendable(group: Group, sendable: set[tuple[object, ...]], report: _Pr
         return
     sendable.add(key)
     try:
-        build_body(group.endpoint, target.model, rendered, params)
+        build_body(group.endpoint, target.model, rendered, params, target.info.reasoning)
     except Unsendable as exc:
         report.add(("params",), f"{target.id}: {exc}")
+    if target.info.reasoning and group.resample_temperature not in (None, 1):
+        report.add(
+            ("resample_temperature",),
+            f"{target.id} is a reasoning model: it takes only the default temperature 1, so "
+            "resample_temperature cannot apply to it",
+        )
     if target.provider == "local":
         unsupported = [
             n for n in ("tools", "functions", "tool_choice") if getattr(params, n) is not None

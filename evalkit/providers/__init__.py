@@ -44,6 +44,8 @@ class Completion:
     latency_s: float = 0.0
     ttft_s: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    cached_tokens: int | None = None  # of prompt_tokens, read from the provider's prompt cache
+    reasoning_tokens: int | None = None  # of completion_tokens, hidden reasoning
 
 
 class ProviderError(Exception):

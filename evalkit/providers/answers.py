@@ -60,7 +60,19 @@ def parse(payload: Any, request: Request, latency: float) -> Completion:
         as_int(usage.get("completion_tokens")),
         as_str(payload.get("system_fingerprint")),
         latency,
+        cached_tokens=cached_tokens(usage),
+        reasoning_tokens=reasoning_tokens(usage),
     )
+
+
+def cached_tokens(usage: dict[str, Any]) -> int | None:
+    """`usage.prompt_tokens_details.cached_tokens`: prompt tokens billed at the cached rate."""
+    return as_int(as_dict(usage.get("prompt_tokens_details")).get("cached_tokens"))
+
+
+def reasoning_tokens(usage: dict[str, Any]) -> int | None:
+    """`usage.completion_tokens_details.reasoning_tokens`: hidden tokens, billed as output."""
+    return as_int(as_dict(usage.get("completion_tokens_details")).get("reasoning_tokens"))
 
 
 def check_indices(indices: list[int], request: Request) -> None:

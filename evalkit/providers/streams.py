@@ -21,8 +21,10 @@ from evalkit.providers.answers import (
     as_int,
     as_list,
     as_str,
+    cached_tokens,
     check_indices,
     parse_json,
+    reasoning_tokens,
 )
 from evalkit.providers.bodies import lines
 from evalkit.providers.failures import error_in
@@ -116,6 +118,8 @@ class _Streamed:
             self.fingerprint,
             time.perf_counter() - self.started,
             self.ttft,
+            cached_tokens=cached_tokens(self.usage),
+            reasoning_tokens=reasoning_tokens(self.usage),
         )
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
+from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict, cast
 
+from evalkit.models.catalog import believable
 from evalkit.providers import Completion, ProviderError
 
 if TYPE_CHECKING:
@@ -48,6 +49,8 @@ class Answer(TypedDict):
     system_fingerprint: str | None
     latency_s: float | None
     ttft_s: float | None
+    cached_tokens: NotRequired[int | None]  # absent in answers cached by earlier releases
+    reasoning_tokens: NotRequired[int | None]
 
 
 class RequestEntry(TypedDict, total=False):
@@ -77,6 +80,8 @@ class RequestEntry(TypedDict, total=False):
     choices: list[ChoiceRecord]
     prompt_tokens: int | None
     completion_tokens: int | None
+    cached_tokens: int | None  # of prompt_tokens: read from the prompt cache, at its price
+    reasoning_tokens: int | None  # of completion_tokens: hidden reasoning, billed as output
     system_fingerprint: str | None
     latency_s: float | None
     ttft_s: float | None
@@ -148,6 +153,8 @@ def answer_of(completion: Completion) -> Answer:
         "system_fingerprint": completion.system_fingerprint,
         "latency_s": completion.latency_s,
         "ttft_s": completion.ttft_s,
+        "cached_tokens": completion.cached_tokens,
+        "reasoning_tokens": completion.reasoning_tokens,
     }
 
 
@@ -191,12 +198,19 @@ def request_entry(
     )
     entry["prompt_tokens"] = pt
     entry["completion_tokens"] = ct
+    cached = _part(outcome.get("cached_tokens"), pt)  # a part cannot exceed its whole
+    entry["cached_tokens"] = cached
+    entry["reasoning_tokens"] = _part(outcome.get("reasoning_tokens"), ct)
     entry["system_fingerprint"] = outcome.get("system_fingerprint")
     entry["latency_s"] = outcome.get("latency_s")
     entry["ttft_s"] = outcome.get("ttft_s")
     entry["choices"] = [cast(ChoiceRecord, dict(c)) for c in outcome.get("choices") or []]
-    entry["cost_usd"] = 0.0 if provenance.cached else target.info.usage_cost(pt, ct)
+    entry["cost_usd"] = 0.0 if provenance.cached else target.info.usage_cost(pt, ct, cached)
     return entry
+
+
+def _part(count: object, whole: int | None) -> int | None:
+    return None if whole is None else believable(count, whole)
 
 
 def judge_entry(

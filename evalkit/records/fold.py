@@ -123,7 +123,7 @@ def _slot(entry: Mapping[str, Any]) -> Slot:
 
 def _believe(entry: Any) -> None:
     """Token counts and costs as read back: unknown (None) when they cannot be true."""
-    for name in ("prompt_tokens", "completion_tokens"):
+    for name in ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens"):
         if name in entry and believable(entry[name]) is None:
             entry[name] = None
     for name in ("cost_usd", "charged_usd"):

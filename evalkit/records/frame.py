@@ -42,6 +42,11 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "prompt_tokens": ("Int64", "prompt tokens billed (split across n choices)"),
     "completion_tokens": ("Int64", "completion tokens billed (split across n choices)"),
     "total_tokens": ("Int64", "prompt + completion tokens"),
+    "cached_tokens": ("Int64", "of prompt_tokens, from the prompt cache, at its price"),
+    "reasoning_tokens": (
+        "Int64",
+        "of completion_tokens, hidden reasoning billed as output (split)",
+    ),
     "cost_usd": ("float64", "dollars, from the catalogue's prices"),
     "latency_s": ("float64", "request latency, seconds (last attempt)"),
     "ttft_s": ("float64", "time to first token when streamed, seconds"),
@@ -101,6 +106,8 @@ def rows(entry: Mapping[str, Any], run_id: str, suite: str) -> list[dict[str, An
     }
     prompt_tokens = _split(entry.get("prompt_tokens"), count)
     completion_tokens = _split(entry.get("completion_tokens"), count)
+    cached_tokens = _split(entry.get("cached_tokens"), count)
+    reasoning_tokens = _split(entry.get("reasoning_tokens"), count)
     cost = entry.get("cost_usd")
     out = []
     for position, choice in enumerate(choices):
@@ -113,6 +120,8 @@ def rows(entry: Mapping[str, Any], run_id: str, suite: str) -> list[dict[str, An
             "prompt_tokens": p,
             "completion_tokens": c,
             "total_tokens": None if p is None and c is None else (p or 0) + (c or 0),
+            "cached_tokens": cached_tokens[position],
+            "reasoning_tokens": reasoning_tokens[position],
             "cost_usd": None if cost is None else cost / count,
             "logprobs": _json(choice.get("logprobs")),
             "tool_calls": _calls_json(choice.get("tool_calls")),
@@ -160,7 +169,12 @@ def to_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
-    """The declared dtypes, whatever pandas or Parquet inferred."""
+    """The declared dtypes, whatever pandas or Parquet inferred; a column added since the
+    run was written (`cached_tokens`, ...) is there, unknown."""
+    missing = [name for name in COLUMNS if name not in frame.columns]
+    if missing:
+        extra = [c for c in frame.columns if c not in COLUMNS]
+        frame = frame.assign(**dict.fromkeys(missing)).reindex(columns=[*COLUMNS, *extra])
     dtypes = {name: dtype for name, (dtype, _) in COLUMNS.items()}
     for column in frame.columns:
         if column.startswith("check."):

@@ -118,6 +118,8 @@ _ANSWER: dict[str, Rule] = {
     "choices": _optional(CHOICES),
     "prompt_tokens": _optional(COUNT),
     "completion_tokens": _optional(COUNT),
+    "cached_tokens": _optional(COUNT),
+    "reasoning_tokens": _optional(COUNT),
     "latency_s": _optional(NUMBER),
     "ttft_s": _optional(NUMBER),
     "system_fingerprint": _optional(TEXT),

@@ -50,8 +50,10 @@ def judge_request(
     if judge.info.kind == "completions":
         rendered = Rendered(prompt=f"{SYSTEM}\n\n{user}\n\nVERDICT:")
     endpoint = endpoint_for(rendered, judge.info)
-    params = judge.params.over(Params(temperature=0, max_tokens=256))  # the judge's own win
-    body = build_body(endpoint, judge.model, rendered, params)
+    # the judge's own params win; a reasoning judge takes no temperature and reasons first
+    reasoning = judge.info.reasoning
+    defaults = Params(max_tokens=2048) if reasoning else Params(temperature=0, max_tokens=256)
+    body = build_body(endpoint, judge.model, rendered, judge.params.over(defaults), reasoning)
     return Request.build(case, variant, judge, sample, endpoint, body, key_sample=0)
 
 

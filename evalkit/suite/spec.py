@@ -93,7 +93,10 @@ class Params(Strict):
 
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1)  # also written max_completion_tokens
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = (
+        None
+    )
     n: int | None = Field(None, ge=1, le=128)
     stop: str | Annotated[list[str], Field(min_length=1, max_length=4)] | None = None
     seed: int | None = Field(None, ge=-(2**63), lt=2**63)
@@ -112,6 +115,23 @@ class Params(Strict):
     parallel_tool_calls: bool | None = None
     functions: list[FunctionDef] | None = Field(None, min_length=1, max_length=128)
     function_call: Literal["none", "auto"] | NamedFunction | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_output_budget(cls, data: Any) -> Any:
+        """`max_completion_tokens` is `max_tokens` by its newer name: one output budget, sent
+        under the name each model takes (see planning/plan.py)."""
+        if not isinstance(data, dict) or "max_completion_tokens" not in data:
+            return data
+        data = dict(data)
+        budget = data.pop("max_completion_tokens")
+        if data.get("max_tokens") not in (None, budget):
+            raise PydanticCustomError(
+                "max_completion_tokens",
+                "give max_tokens or max_completion_tokens, not both: they are one output budget",
+            )
+        data["max_tokens"] = budget
+        return data
 
     @model_validator(mode="after")
     def _known_tool(self) -> Params:
@@ -236,6 +256,8 @@ class ModelSpec(Strict):
     context_window: int | None = Field(None, ge=1)
     input_per_mtok: float | None = Field(None, ge=0)
     output_per_mtok: float | None = Field(None, ge=0)
+    cached_input_per_mtok: float | None = Field(None, ge=0)
+    reasoning: bool | None = None  # a reasoning model not in the catalogue (o-series, gpt-5)
     path: str | None = None  # a GGUF file, for local/<name> models
 
     @model_validator(mode="before")
