@@ -23,7 +23,7 @@ import contextlib
 import itertools
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -53,6 +53,7 @@ class RequestRecord:
     path: str
     headers: dict[str, str]  # lower-cased names
     body: Any  # parsed JSON, or None when the body was empty or not JSON
+    query: dict[str, str] = field(default_factory=dict)  # the URL's query parameters
 
     @property
     def suffix(self) -> str | None:
@@ -299,7 +300,8 @@ class FakeOpenAI:
             self._by_path[path] = self._by_path.get(path, 0) + 1
             if self.record:
                 headers = {k.lower(): v for k, v in request.headers.items()}
-                self._log.append(RequestRecord(request.method, path, headers, body))
+                query = dict(request.query)
+                self._log.append(RequestRecord(request.method, path, headers, body, query))
 
     def _auth_error(self, request: web.Request) -> web.Response | None:
         key = self.api_key

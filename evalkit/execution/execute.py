@@ -62,7 +62,15 @@ async def execute(
             paced[target.id] = (
                 target,
                 providers.get(target.id)
-                or OpenAIProvider(transport, target.base_url, keys[target.id], settings.timeout_s),
+                or OpenAIProvider(
+                    transport,
+                    target.base_url,
+                    keys[target.id],
+                    settings.timeout_s,
+                    prepared.headers[target.id],
+                    target.query,
+                    prepared.secrets[target.id],
+                ),
                 ModelLimits(target.concurrency, target.rpm, target.tpm),
             )
     state = Dispatcher(

@@ -15,7 +15,7 @@ from typing import Any
 
 from evalkit.errors import ConfigError, SuiteError
 from evalkit.execution.settings import RunSettings
-from evalkit.models.targets import Target, resolve
+from evalkit.models.targets import Target, check_key, resolve
 from evalkit.planning.plan import count_requests
 from evalkit.planning.planner import Planner
 from evalkit.planning.validate import validated
@@ -52,6 +52,8 @@ class Prepared:
     keys: dict[str, str | None]
     providers: dict[str, Provider]
     planner: Planner
+    headers: dict[str, list[tuple[str, str]]]  # by target id: extra headers, values read
+    secrets: dict[str, list[str]]  # by target id: the header values read from the environment
 
 
 def prepare_run(suite: Suite, settings: RunSettings) -> Prepared:
@@ -60,8 +62,9 @@ def prepare_run(suite: Suite, settings: RunSettings) -> Prepared:
     targets, planner = validated_targets(suite, settings, settings.allow_overflow)
     judges = [resolve(ModelSpec(id=m), suite.endpoints, env) for m in _judge_models(suite)]
     keys = _api_keys([*targets, *judges], env)
+    headers, secrets = _headers([*targets, *judges], env)
     providers = _local_providers([*targets, *judges], Path(suite.source).parent)
-    return Prepared(targets, judges, keys, providers, planner)
+    return Prepared(targets, judges, keys, providers, planner, headers, secrets)
 
 
 def _local_providers(targets: list[Target], folder: Path) -> dict[str, Provider]:
@@ -89,6 +92,31 @@ def _with_concurrency(target: Target, spec: ModelSpec, settings: RunSettings) ->
     if settings.concurrency and not spec.concurrency:
         return replace(target, concurrency=settings.concurrency)
     return target
+
+
+def _headers(
+    targets: list[Target], env: Mapping[str, str]
+) -> tuple[dict[str, list[tuple[str, str]]], dict[str, list[str]]]:
+    """Each target's extra headers with their values, those from the environment read now (so
+    a missing one fails before any request is sent) and kept apart, to be scrubbed."""
+    headers: dict[str, list[tuple[str, str]]] = {}
+    secrets: dict[str, list[str]] = {}
+    for target in targets:
+        headers[target.id], secrets[target.id] = [], []
+        for name, given in target.headers:
+            if isinstance(given, str):
+                headers[target.id].append((name, given))
+                continue
+            value = env.get(given.env)
+            if not value:
+                raise ConfigError(
+                    f"{target.id}: its endpoint's header {name} comes from the environment "
+                    f"variable {given.env}, which is not set"
+                )
+            check_key(given.env, value)
+            headers[target.id].append((name, value.strip()))
+            secrets[target.id].append(value)
+    return headers, secrets
 
 
 def _api_keys(targets: list[Target], env: Mapping[str, str]) -> dict[str, str | None]:
@@ -124,6 +152,9 @@ def run_manifest(suite: Suite, targets: list[Target], settings: RunSettings) -> 
                 "label": t.label,
                 "base_url": t.base_url,
                 "api_key_env": t.api_key_env,  # the variable's name, never its value
+                "query": t.query,
+                # literal values (never credentials: see suite/spec.py), else the variable
+                "headers": {n: v if isinstance(v, str) else {"env": v.env} for n, v in t.headers},
                 "concurrency": t.concurrency,
                 "params": t.params.set_values(),
             }

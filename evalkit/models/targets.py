@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from evalkit.errors import UnknownModel, did_you_mean
 from evalkit.models.catalog import CATALOG, ModelInfo, generic, lookup, with_overrides
-from evalkit.suite.spec import Endpoint, ModelSpec, Params
+from evalkit.suite.spec import Endpoint, FromEnv, ModelSpec, Params
 
 OPENAI_DEFAULT_URL = "https://api.openai.com/v1"
 DEFAULT_CONCURRENCY = 16
@@ -38,6 +38,14 @@ class Target:
     rpm: int | None = None
     tpm: int | None = None
     path: str | None = None  # GGUF file of a local model (None: the packaged one)
+    # a declared endpoint's extra headers: literal values, or the variables that hold them
+    headers: tuple[tuple[str, str | FromEnv], ...] = ()
+    query: str = ""  # its query parameters, URL-encoded, on every request URL
+
+    @property
+    def url_query(self) -> str:
+        """`?query` for a request URL, or nothing."""
+        return f"?{self.query}" if self.query else ""
 
 
 def resolve(
@@ -72,6 +80,8 @@ def resolve(
             concurrency=spec.concurrency or endpoint.concurrency,
             rpm=spec.rpm or endpoint.rpm,
             tpm=spec.tpm or endpoint.tpm,
+            headers=tuple((endpoint.headers or {}).items()),
+            query=urllib.parse.urlencode(endpoint.query or {}),
         )
     if provider not in ("openai", "local"):
         raise UnknownModel(

@@ -70,7 +70,7 @@ class Request:
         it belongs to.
         """
         wire = _WIRE.encode(body)
-        url = json.dumps(f"{target.base_url}/{endpoint}")
+        url = json.dumps(f"{target.base_url}/{endpoint}{target.url_query}")
         keyed = sample if key_sample is None else key_sample
         canonical = f"[{url},{wire},{keyed}]"  # == json.dumps([url, body, sample], sorted)
         key = hashlib.sha256(canonical.encode()).hexdigest()[:32]

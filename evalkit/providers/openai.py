@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 
 import aiohttp
 import httpx
@@ -68,16 +68,23 @@ class OpenAIProvider:
         base_url: str,
         api_key: str | None,
         timeout_s: float = 120.0,
+        headers: Sequence[tuple[str, str]] = (),
+        query: str = "",
+        secrets: Sequence[str] = (),
     ) -> None:
+        """`headers`: an endpoint's own, its values already read; `query`: URL-encoded, on
+        every request; `secrets`: header values from the environment, scrubbed like the key."""
         self._transport = transport
         base = base_url.rstrip("/")
-        self._urls = {kind: httpx.URL(base + path) for kind, path in _PATHS.items()}
+        tail = f"?{query}" if query else ""
+        self._urls = {kind: httpx.URL(base + path + tail) for kind, path in _PATHS.items()}
         self._headers = [("content-type", "application/json")]
         if api_key and api_key.strip():
             self._headers.append(("authorization", f"Bearer {api_key.strip()}"))
+        self._headers += [(name.lower(), value) for name, value in headers]
         self._timeout_s = timeout_s  # the whole attempt; a connection may take at most 30 s of it
         self._timeout = {"connect": min(timeout_s, 30.0)}
-        self._scrub = Scrubber(api_key)
+        self._scrub = Scrubber(api_key, secrets)
         # over httpx-aiohttp's own transport, the request goes to its aiohttp session with
         # what that transport would pass it, without building httpx's request and headers
         self._aiohttp = type(transport) is AiohttpTransport and transport.proxy is None

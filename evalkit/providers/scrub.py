@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from evalkit.providers import Completion, ProviderError
@@ -48,9 +49,10 @@ def valid_unicode(text: str) -> str:
 class Scrubber:
     """Scrubs the strings of one provider's answers and errors (see the module docstring)."""
 
-    def __init__(self, api_key: str | None) -> None:
+    def __init__(self, api_key: str | None, secrets: Sequence[str] = ()) -> None:
         forms: set[str] = set()
-        for key in {api_key, api_key.strip()} if api_key else set():
+        given = [s for s in (api_key, *secrets) if s]
+        for key in {form for s in given for form in (s, s.strip())}:
             if len(key.strip()) >= MIN_SECRET_CHARS:
                 forms |= {key, json.dumps(key)[1:-1], json.dumps(key, ensure_ascii=False)[1:-1]}
         self._secrets = sorted(forms, key=len, reverse=True)  # a longer form first
