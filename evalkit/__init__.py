@@ -35,9 +35,11 @@ if _typing.TYPE_CHECKING:
     from evalkit.records.frame import COLUMNS, load_run
     from evalkit.report import write_reports
     from evalkit.suite.checkspec import Check
+    from evalkit.suite.endpoints import Endpoint, ModelSpec
     from evalkit.suite.load import load_suite
+    from evalkit.suite.params import Params
     from evalkit.suite.render import Rendered, Renderer
-    from evalkit.suite.spec import Case, Endpoint, Message, ModelSpec, Params, Suite, Variant
+    from evalkit.suite.spec import Case, Message, Suite, Variant
 
     __version__: str
 
@@ -58,12 +60,11 @@ _LAZY: dict[str, tuple[str, str]] = {
     **{n: ("evalkit.records.frame", n) for n in ("COLUMNS", "load_run")},
     "write_reports": ("evalkit.report", "write_reports"),
     "Check": ("evalkit.suite.checkspec", "Check"),
+    **{n: ("evalkit.suite.endpoints", n) for n in ("Endpoint", "ModelSpec")},
+    "Params": ("evalkit.suite.params", "Params"),
     "load_suite": ("evalkit.suite.load", "load_suite"),
     **{n: ("evalkit.suite.render", n) for n in ("Rendered", "Renderer")},
-    **{
-        n: ("evalkit.suite.spec", n)
-        for n in ("Case", "Endpoint", "Message", "ModelSpec", "Params", "Suite", "Variant")
-    },
+    **{n: ("evalkit.suite.spec", n) for n in ("Case", "Message", "Suite", "Variant")},
 }
 
 

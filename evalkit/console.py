@@ -8,8 +8,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from evalkit.models.catalog import CATALOG
-
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -127,14 +125,19 @@ def summary_table(summary: pd.DataFrame) -> str:
 
 
 def models_table() -> str:
-    """The catalogue: endpoint, context window, prices (USD per 1M tokens), notes."""
-    rows = [("model", "endpoint", "context", "$/1M in", "$/1M out", "prices as of", "notes")]
-    for info in CATALOG:
+    """The catalogue: endpoint, context window, prices (USD per 1M tokens), where the prices
+    come from and since when, notes."""
+    from evalkit.models.catalog import known
+
+    rows = [("model", "endpoint", "context", "$/1M in", "$/1M out", "prices", "as of", "notes")]
+    for info in known():
         notes = [info.note] if info.note else []
         if info.supports_suffix:
             notes.append("insert (suffix)")
         if info.deprecated:
             notes.append(f"shut down {info.deprecated}")
+        if info.reasoning:
+            notes.append("reasoning: max_completion_tokens, temperature 1")
         if info.cached_input_per_mtok is not None:
             notes.append(f"cached input ${info.cached_input_per_mtok:g}/1M")
         rows.append(
@@ -144,6 +147,7 @@ def models_table() -> str:
                 f"{info.context_window:,}",
                 f"{info.input_per_mtok:.2f}",
                 f"{info.output_per_mtok:.2f}",
+                info.price_source,
                 info.prices_as_of,
                 "; ".join(notes),
             )

@@ -19,15 +19,24 @@ TEST_KEY = "sk-test-0123456789abcdefSECRET"
 
 
 @pytest.fixture(autouse=True)
-def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """No test sees the developer's OpenAI settings, and each test has its own cache."""
+def clean_environ(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, prices_dir: Path
+) -> Iterator[None]:
+    """No test sees the developer's OpenAI settings, and each test has its own cache; the
+    price list evalkit derives from genai-prices is kept for the session, not in ~/.cache."""
     import os
 
     for name in list(os.environ):
         if name.startswith(("OPENAI_", "EVALKIT_")):
             monkeypatch.delenv(name)
     monkeypatch.setenv("EVALKIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("EVALKIT_PRICES_DIR", str(prices_dir))
     yield
+
+
+@pytest.fixture(scope="session")
+def prices_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("prices")
 
 
 @pytest.fixture

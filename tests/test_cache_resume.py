@@ -25,7 +25,7 @@ from evalkit.planning.planner import plan
 from evalkit.records.cache import FILE as CACHE_FILE
 from evalkit.records.cache import lookup_entry
 from evalkit.records.store import read_journal
-from evalkit.suite.spec import ModelSpec
+from evalkit.suite.endpoints import ModelSpec
 from fake_openai import FakeOpenAI
 from tests.conftest import cli_env, run_evalkit, run_settings
 

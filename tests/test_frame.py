@@ -20,7 +20,8 @@ from evalkit.planning.planner import plan
 from evalkit.providers import ProviderError
 from evalkit.records.entries import Answer, Provenance, request_entry
 from evalkit.records.frame import records, rows, to_frame
-from evalkit.suite.spec import ModelSpec, Suite
+from evalkit.suite.endpoints import ModelSpec
+from evalkit.suite.spec import Suite
 
 STARTED = "2026-01-02T03:04:05.123456+00:00"
 

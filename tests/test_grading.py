@@ -23,7 +23,8 @@ from evalkit.records.entries import JudgeEntry, RequestEntry
 from evalkit.records.store import RunDir, read_journal
 from evalkit.scoring.grading import Grader, grader_model, prompt_text, verdict_of
 from evalkit.suite.checkspec import Check
-from evalkit.suite.spec import ModelSpec, Suite
+from evalkit.suite.endpoints import ModelSpec
+from evalkit.suite.spec import Suite
 from fake_openai import FakeOpenAI
 
 JUDGE = {"model": "openai/gpt-4", "rubric": "polite?"}

@@ -15,8 +15,8 @@ import pytest
 
 from evalkit import SuiteError, check_suite, load_suite
 from evalkit.errors import TemplateError
+from evalkit.suite.endpoints import ModelSpec
 from evalkit.suite.render import Renderer
-from evalkit.suite.spec import ModelSpec
 from fake_openai import FakeOpenAI
 from tests.conftest import cli_env, run_evalkit
 

@@ -25,7 +25,8 @@ from evalkit.planning.plan import Endpoint, Request
 from evalkit.planning.planner import plan
 from evalkit.providers import Completion, ProviderError
 from evalkit.providers.openai import OpenAIProvider, make_transport
-from evalkit.suite.spec import Case, ModelSpec, Suite
+from evalkit.suite.endpoints import ModelSpec
+from evalkit.suite.spec import Case, Suite
 from fake_openai import FakeOpenAI
 
 BASE = "https://api.example.test/v1"

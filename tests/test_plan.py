@@ -16,7 +16,8 @@ from evalkit.errors import Unsendable
 from evalkit.models.targets import Target, resolve
 from evalkit.planning.plan import Group, Request, check_columns, count_requests
 from evalkit.planning.planner import Planner, plan
-from evalkit.suite.spec import ModelSpec, Suite
+from evalkit.suite.endpoints import ModelSpec
+from evalkit.suite.spec import Suite
 
 CHAT = "openai/gpt-4o-mini"
 INSTRUCT = "openai/gpt-3.5-turbo-instruct"

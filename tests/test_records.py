@@ -20,7 +20,8 @@ from evalkit.providers import ProviderError
 from evalkit.records.encoding import decode, encode, journal_line
 from evalkit.records.entries import Answer, Provenance, request_entry, retire_entry, select_entry
 from evalkit.records.fold import fold, recorded_spent
-from evalkit.suite.spec import ModelSpec, Suite
+from evalkit.suite.endpoints import ModelSpec
+from evalkit.suite.spec import Suite
 
 STARTED = "2026-01-02T03:04:05.123+00:00"
 MODEL = "openai/gpt-4o-mini"

@@ -33,9 +33,11 @@ from evalkit.planning.plan import Endpoint, build_body
 from evalkit.planning.planner import plan
 from evalkit.planning.validate import check_suite
 from evalkit.scoring.moderation import moderation_request
+from evalkit.suite.endpoints import ModelSpec
 from evalkit.suite.load import load_suite
+from evalkit.suite.params import Params
 from evalkit.suite.render import Rendered, Renderer
-from evalkit.suite.spec import Case, Message, ModelSpec, Params, Suite
+from evalkit.suite.spec import Case, Message, Suite
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC_DIR = REPO / "tests" / "data" / "openai-openapi"

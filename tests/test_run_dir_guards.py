@@ -22,7 +22,7 @@ from evalkit.models.targets import resolve
 from evalkit.models.tokens import Counter
 from evalkit.planning.planner import plan
 from evalkit.records.cache import FILE as CACHE_FILE
-from evalkit.suite.spec import ModelSpec
+from evalkit.suite.endpoints import ModelSpec
 from fake_openai import FakeOpenAI
 from tests.conftest import cli_env, run_evalkit, run_settings
 

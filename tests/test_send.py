@@ -25,7 +25,8 @@ from evalkit.providers.openai import OpenAIProvider, make_transport
 from evalkit.records.cache import Cache
 from evalkit.records.encoding import decode
 from evalkit.records.entries import RequestEntry
-from evalkit.suite.spec import ModelSpec, Suite
+from evalkit.suite.endpoints import ModelSpec
+from evalkit.suite.spec import Suite
 from fake_openai import FakeOpenAI
 
 T = TypeVar("T")

@@ -23,7 +23,8 @@ from evalkit.providers import Provider
 from evalkit.records.store import file_sha256
 from evalkit.scoring.grading import grader_model
 from evalkit.suite.checkspec import GRADED_BY_A_MODEL
-from evalkit.suite.spec import ModelSpec, Suite
+from evalkit.suite.endpoints import ModelSpec
+from evalkit.suite.spec import Suite
 
 
 def validated_targets(

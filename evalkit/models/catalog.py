@@ -1,12 +1,16 @@
 """Known models: which endpoint each speaks, its context window, its dated prices.
 
-Prices are USD per million tokens as published by the provider on `prices_as_of`; a suite can
-override any field for its own models (see `ModelSpec` in `suite/spec.py`).
+Prices are USD per million tokens. OpenAI's come from the genai-prices package (`prices.py`)
+for every model it lists, so a model newer than this table is usable by name; this table
+keeps what that package lacks: which endpoint a model speaks, insert mode, the local model,
+shutdown dates, tokenizers, and the context windows evalkit knows better (the instruct
+model's 4,096). A suite can override any field for its own models (`ModelSpec`).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -31,6 +35,7 @@ class ModelInfo:
     # a reasoning model (o1, o3, gpt-5...): its chat requests take `max_completion_tokens` (not
     # `max_tokens`), only the default temperature, and `reasoning_effort`
     reasoning: bool = False
+    price_source: str = "evalkit"  # where the prices come from (`evalkit models` shows it)
 
     @property
     def provider(self) -> str:
@@ -288,8 +293,51 @@ _BY_ID = {m.id: m for m in CATALOG}
 
 
 def lookup(model_id: str) -> ModelInfo | None:
-    """The catalogue entry for `provider/model`, or None."""
-    return _BY_ID.get(model_id)
+    """The catalogue entry for `provider/model`, its prices from genai-prices when that lists
+    the model; None when neither knows it."""
+    from evalkit.models import prices
+
+    hand = _BY_ID.get(model_id)
+    provider, _, name = model_id.partition("/")
+    found = None
+    if provider == "openai" and (hand is None or hand.kind != "moderation"):
+        found = prices.listed(name)
+    if found is None:
+        return hand
+    priced = {
+        "input_per_mtok": found.input_per_mtok,
+        "output_per_mtok": found.output_per_mtok,
+        "cached_input_per_mtok": found.cached_input_per_mtok,
+        "prices_as_of": found.as_of or "its snapshot",
+        "price_source": prices.source(),
+    }
+    if hand is not None:
+        return replace(hand, **priced)  # type: ignore[arg-type]
+    return ModelInfo(
+        model_id,
+        "chat",
+        found.context_window or DEFAULT_WINDOW,
+        encoding="o200k_base",
+        reasoning=bool(_REASONING.match(name)) and "chat" not in name,
+        note=""
+        if found.context_window
+        else f"context window not listed: {DEFAULT_WINDOW:,} assumed",
+        **priced,  # type: ignore[arg-type]
+    )
+
+
+DEFAULT_WINDOW = 128_000
+_REASONING = re.compile(r"^(o\d|gpt-[5-9])")
+
+
+def known() -> list[ModelInfo]:
+    """Every model usable by name: this table's and every OpenAI text model genai-prices
+    lists (for `evalkit models`)."""
+    from evalkit.models import prices
+
+    listed = [f"openai/{name}" for name in prices.names() if f"openai/{name}" not in _BY_ID]
+    found = [lookup(model_id) for model_id in [*_BY_ID, *listed]]
+    return [info for info in found if info is not None]
 
 
 def generic(model_id: str, kind: EndpointKind = "both", context_window: int = 8_192) -> ModelInfo:

@@ -15,8 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from evalkit.errors import UnknownModel, did_you_mean
+from evalkit.models import prices
 from evalkit.models.catalog import CATALOG, ModelInfo, generic, lookup, with_overrides
-from evalkit.suite.spec import Endpoint, FromEnv, ModelSpec, Params
+from evalkit.suite.endpoints import Endpoint, FromEnv, ModelSpec
+from evalkit.suite.params import Params
 
 OPENAI_DEFAULT_URL = "https://api.openai.com/v1"
 DEFAULT_CONCURRENCY = 16
@@ -99,7 +101,8 @@ def resolve(
                 "for another model give `path:` to its GGUF file"
             )
         if spec.kind is None:
-            hint = did_you_mean(spec.id, [m.id for m in CATALOG])
+            known = [m.id for m in CATALOG] + [f"openai/{n}" for n in prices.names()]
+            hint = did_you_mean(spec.id, known)
             raise UnknownModel(
                 f"unknown model '{spec.id}'{hint}; to use a model evalkit does not "
                 "know yet, give its kind (chat or completions) and prices in the suite"

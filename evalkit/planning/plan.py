@@ -18,8 +18,9 @@ from evalkit.errors import Unsendable
 from evalkit.models.catalog import ModelInfo
 from evalkit.models.targets import Target
 from evalkit.suite.checkspec import Check
+from evalkit.suite.params import Params
 from evalkit.suite.render import Rendered
-from evalkit.suite.spec import Case, Params, Suite, Variant
+from evalkit.suite.spec import Case, Suite, Variant
 
 Endpoint = Literal["chat", "completions", "moderations"]
 # json.dumps(body, sort_keys=True, separators=(",", ":")), its encoder built once

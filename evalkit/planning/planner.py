@@ -22,8 +22,9 @@ from evalkit.models.targets import Target
 from evalkit.models.tokens import REPLY_PRIMING, TOKENS_PER_MESSAGE, TOKENS_PER_NAME, Counter, fits
 from evalkit.planning.plan import Group, Request, check_columns, endpoint_for, layered_params
 from evalkit.suite.checkspec import Check, compile_regex
+from evalkit.suite.params import Params
 from evalkit.suite.render import Rendered, Renderer
-from evalkit.suite.spec import Case, Params, Suite, Variant
+from evalkit.suite.spec import Case, Suite, Variant
 
 
 @dataclass

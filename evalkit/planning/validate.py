@@ -17,8 +17,9 @@ from evalkit.models.targets import Target, resolve
 from evalkit.planning.plan import Group, build_body
 from evalkit.planning.planner import KEEP_BYTES, CasePlan, Failure, Planner, overflow_text
 from evalkit.suite.checkspec import Check, JudgeArg, ModerationArg
+from evalkit.suite.endpoints import ModelSpec
 from evalkit.suite.locate import show_path
-from evalkit.suite.spec import Case, ModelSpec, Suite
+from evalkit.suite.spec import Case, Suite
 
 _MAX_PROBLEMS = 100
 

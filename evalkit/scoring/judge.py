@@ -16,8 +16,9 @@ from evalkit.models.targets import Target
 from evalkit.planning.plan import Request, build_body, endpoint_for
 from evalkit.scoring.checks import Verdict, broken
 from evalkit.suite.checkspec import JudgeArg
+from evalkit.suite.params import Params
 from evalkit.suite.render import Rendered
-from evalkit.suite.spec import Case, Params
+from evalkit.suite.spec import Case
 
 SYSTEM = (
     "You grade an AI model's answer against a rubric. Think briefly, then end with one line: "
