@@ -277,9 +277,13 @@ def cache_explain(
 
 
 @app.command()
-def models() -> None:
+def models(
+    match: Annotated[
+        str | None, typer.Argument(help="Only models whose id contains this, e.g. gpt-5.")
+    ] = None,
+) -> None:
     """List the models evalkit knows: endpoint, context window, prices (USD per 1M tokens)."""
-    typer.echo(console.models_table())
+    typer.echo(console.models_table(match))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -124,13 +124,15 @@ def summary_table(summary: pd.DataFrame) -> str:
     return table(rows)
 
 
-def models_table() -> str:
+def models_table(match: str | None = None) -> str:
     """The catalogue: endpoint, context window, prices (USD per 1M tokens), where the prices
-    come from and since when, notes."""
+    come from and since when, notes; `match`: only the ids that contain it."""
     from evalkit.models.catalog import known
 
     rows = [("model", "endpoint", "context", "$/1M in", "$/1M out", "prices", "as of", "notes")]
     for info in known():
+        if match and match.lower() not in info.id.lower():
+            continue
         notes = [info.note] if info.note else []
         if info.supports_suffix:
             notes.append("insert (suffix)")

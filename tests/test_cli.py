@@ -68,6 +68,14 @@ def test_models_lists_the_catalogue_with_prices() -> None:
     assert {"openai/gpt-4", "openai/gpt-3.5-turbo-instruct", "openai/babbage-002"} <= set(rows)
     assert "30.00" in rows["openai/gpt-4"] and "60.00" in rows["openai/gpt-4"]
     assert "insert (suffix)" in rows["openai/gpt-3.5-turbo-instruct"]
+    assert "genai-prices" in rows["openai/gpt-4.1"] and "reasoning" in rows["openai/o3"]
+
+
+def test_models_lists_only_the_ids_that_match() -> None:
+    result = evalkit("models", "GPT-4.1")
+    ids = [line.split()[0] for line in result.stdout.splitlines()[1:]]
+    assert result.returncode == 0 and "openai/gpt-4.1" in ids and "openai/gpt-4.1-mini" in ids
+    assert all("gpt-4.1" in i for i in ids)
 
 
 def test_unknown_option_is_a_usage_error() -> None:
