@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from evalkit import InputError, RunSettings, load_run, load_suite, run_suite
+from evalkit import InputError, load_run, load_suite, run_suite
 from evalkit.analysis.compare import compare_models, compare_runs, parse_policy
 from fake_openai import FakeOpenAI
+from tests.conftest import run_settings
 
 
 def _suite(
@@ -39,7 +40,7 @@ def _suite(
 
 
 def _run(path: Path, tmp_path: Path) -> Path:
-    return run_suite(load_suite(path), RunSettings(out=tmp_path / "runs", progress=False)).run_dir
+    return run_suite(load_suite(path), run_settings(tmp_path)).run_dir
 
 
 def _compare(base: Path, new: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -134,7 +135,7 @@ cases:
     )
     monkeypatch.setenv("WRONG_KEY", "sk-wrong")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-right")
-    settings = RunSettings(out=tmp_path / "runs", progress=False, max_error_rate=1)
+    settings = run_settings(tmp_path, max_error_rate=1)
     frame = load_run(run_suite(load_suite(path), settings).run_dir)
     comparison = compare_models(frame)
     summary = comparison.summary.set_index("label")

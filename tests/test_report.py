@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from evalkit import InputError, RunSettings, load_run, load_suite, run_suite
+from evalkit import InputError, load_run, load_suite, run_suite
 from evalkit.analysis.compare import compare_runs
 from evalkit.report import write_reports
 from evalkit.report.html import case_rows, template_text
 from evalkit.report.markdown import cell
 from fake_openai import FakeOpenAI
-from tests.conftest import TEST_KEY
+from tests.conftest import TEST_KEY, run_settings
 
 Write = Callable[[str, str], Path]
 
@@ -54,7 +54,7 @@ EXTERNAL = re.compile(r"""(?:src|href|action|data)\s*=\s*["']?\s*(?:[a-z][a-z0-9
 
 
 def _run(write: Write, tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
-    settings = RunSettings(out=tmp_path / "runs", progress=False, retry_initial_s=0.01)
+    settings = run_settings(tmp_path)
     return run_suite(load_suite(write(name, text)), settings).run_dir
 
 

@@ -12,7 +12,6 @@ import pytest
 from scipy.special import comb
 
 from evalkit import (
-    RunSettings,
     load_run,
     load_suite,
     pass_at_k,
@@ -23,6 +22,7 @@ from evalkit import (
 )
 from evalkit.execution.sampling import mean_logprob, select
 from fake_openai import FakeOpenAI
+from tests.conftest import run_settings
 
 Write = Callable[[str, str], Path]
 
@@ -104,7 +104,7 @@ cases:
 
 
 def _run(write: Write, tmp_path: Path, text: str) -> tuple[pd.DataFrame, Path]:
-    settings = RunSettings(out=tmp_path / "runs", retry_initial_s=0.01, progress=False)
+    settings = run_settings(tmp_path)
     result = run_suite(load_suite(write("s.yaml", text)), settings)
     return load_run(result.run_dir), result.run_dir
 

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from evalkit import RunSettings, load_run, load_suite, run_suite
+from evalkit import load_run, load_suite, run_suite
 from evalkit.execution.runner import dry_run
 from evalkit.models.catalog import lookup
 from evalkit.models.tokens import Counter, fits
 from evalkit.planning.validate import check_suite
 from fake_openai import FakeOpenAI
+from tests.conftest import run_settings
 
 ROOT = Path(__file__).parent.parent
 
@@ -83,7 +84,7 @@ def test_dry_run_matches_the_servers_count_within_two_percent(
     assert encoding.exact
     suite = load_suite(ROOT / "suites" / suite_name)
     estimates = {e.model: e for e in dry_run(suite)}
-    settings = RunSettings(out=tmp_path / "runs", progress=False, retry_initial_s=0.01)
+    settings = run_settings(tmp_path)
     frame = load_run(run_suite(suite, settings).run_dir)
     for model, rows in frame.groupby("model"):
         first_round = rows[rows["round"] == 0]
@@ -111,7 +112,7 @@ def test_validation_and_the_estimate_draw_the_context_window_line_at_the_same_pl
         )
         suite = load_suite(path)
         problems = check_suite(suite, environ={})
-        estimate = dry_run(suite, RunSettings(out=tmp_path / "runs"))
+        estimate = dry_run(suite, run_settings(tmp_path))
         assert fits(prompt, max_tokens, window) is not overflows
         assert bool(estimate[0].overflows) is overflows, window
         assert any("context window" in str(p) for p in problems) is overflows, problems

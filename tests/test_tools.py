@@ -9,8 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from evalkit import RunSettings, SuiteError, check_suite, load_run, load_suite, run_suite
+from evalkit import SuiteError, check_suite, load_run, load_suite, run_suite
 from fake_openai import FakeOpenAI
+from tests.conftest import run_settings
 
 ROOT = Path(__file__).parent.parent
 Write = Callable[[str, str], Path]
@@ -26,10 +27,7 @@ params:
 
 
 def _run(path: Path, tmp_path: Path, **settings: object) -> pd.DataFrame:
-    options = RunSettings(out=tmp_path / "runs", progress=False, retry_initial_s=0.01)
-    for key, value in settings.items():
-        setattr(options, key, value)
-    return load_run(run_suite(load_suite(path), options).run_dir)
+    return load_run(run_suite(load_suite(path), run_settings(tmp_path, **settings)).run_dir)
 
 
 def test_the_example_tools_suite(openai: FakeOpenAI, tmp_path: Path) -> None:
@@ -222,7 +220,7 @@ def test_bad_tool_configuration_is_reported_before_sending(
 def test_tool_calls_and_verdicts_show_in_the_report(openai: FakeOpenAI, tmp_path: Path) -> None:
     from evalkit.report import write_reports
 
-    settings = RunSettings(out=tmp_path / "runs", progress=False)
+    settings = run_settings(tmp_path)
     run_dir = run_suite(load_suite(ROOT / "suites" / "tools.yaml"), settings).run_dir
     html_path = next(p for p in write_reports(run_dir, formats=["html"]) if p.suffix == ".html")
     html = html_path.read_text()

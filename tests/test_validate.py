@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from evalkit import ModelSpec, check_suite, load_suite
+from tests.conftest import run_settings
 
 Write = Callable[[str, str], Path]
 
@@ -119,7 +120,7 @@ def test_a_string_prompt_to_a_chat_model_is_counted_as_the_message_it_is_sent_as
 ) -> None:
     """Validation counts the prompt as sent (one user message, with its overhead), as the
     estimate does: one window is an overflow for both, one token more fits both."""
-    from evalkit import RunSettings, dry_run
+    from evalkit import dry_run
     from evalkit.models.catalog import lookup
     from evalkit.models.tokens import Counter
 
@@ -134,7 +135,7 @@ def test_a_string_prompt_to_a_chat_model_is_counted_as_the_message_it_is_sent_as
         )
         suite = load_suite(path)
         problems = [str(p) for p in check_suite(suite, environ={})]
-        estimate = dry_run(suite, RunSettings(out=tmp_path / "runs", environ={}))
+        estimate = dry_run(suite, run_settings(tmp_path, environ={}))
         assert bool(estimate[0].overflows) is overflows
         assert [p for p in problems if "context window" in p] == (
             [str(p) for p in estimate.problems] if overflows else []
