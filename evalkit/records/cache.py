@@ -108,7 +108,7 @@ class Cache:
             return
         if self._keys is not None:
             self._keys.add(request.key)
-        url = f"{request.target.base_url}/{request.endpoint}"
+        url = f"{request.target.base_url}/{request.endpoint}{request.target.url_query}"
         model = str(request.body.get("model"))
         row = (
             request.key,

@@ -16,6 +16,18 @@ _MODEL_ID = re.compile(r"^[A-Za-z0-9_.-]+/\S+$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+def _env_name(value: str, field: str, example: str) -> str:
+    """An environment variable's name; never echoes what was given (a pasted key, likely)."""
+    if not _ENV_NAME.match(value):
+        raise PydanticCustomError(
+            field,
+            "{field} must be the *name* of an environment variable (e.g. {example}), never "
+            "its value",
+            {"field": field, "example": example},
+        )
+    return value
+
+
 def _check_model_id(value: str) -> str:
     if not _MODEL_ID.match(value):
         raise PydanticCustomError(
@@ -77,11 +89,7 @@ class FromEnv(Strict):
     @field_validator("env")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _ENV_NAME.match(value):
-            raise PydanticCustomError(
-                "env", "env must be the *name* of an environment variable, never its value", {}
-            )
-        return value
+        return _env_name(value, "env", "AZURE_OPENAI_API_KEY")
 
 
 # header and query names that carry credentials: their values come only from the environment
@@ -165,13 +173,5 @@ class Endpoint(Strict):
 
     @field_validator("api_key_env")
     @classmethod
-    def _env_name(cls, value: str | None) -> str | None:
-        if value is not None and not _ENV_NAME.match(value):
-            # Never echo the value: it may be a key pasted in by mistake.
-            raise PydanticCustomError(
-                "api_key_env",
-                "api_key_env must be the *name* of an environment variable "
-                "(e.g. VLLM_API_KEY), never the key itself",
-                {},
-            )
-        return value
+    def _key_env(cls, value: str | None) -> str | None:
+        return None if value is None else _env_name(value, "api_key_env", "VLLM_API_KEY")
