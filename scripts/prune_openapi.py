@@ -20,8 +20,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-# The paths of the POST operations evalkit sends (_PATHS in evalkit/providers/openai.py).
-OPERATIONS = ("/chat/completions", "/completions", "/moderations")
+# The paths of the POST operations evalkit sends (online in evalkit/providers/openai.py; /batches
+# for the Batch API, whose input lines carry the bodies of the others).
+OPERATIONS = (
+    "/chat/completions",
+    "/completions",
+    "/moderations",
+    "/responses",
+    "/batches",
+)
 DEFAULT_OUTPUT = (
     Path(__file__).resolve().parents[1]
     / "tests"

@@ -14,7 +14,7 @@ from evalkit.planning.plan import Request
 from evalkit.planning.planner import plan
 from fake_openai import FakeOpenAI
 from tests.conftest import run_settings
-from tests.test_request_bodies import assert_valid
+from tests.openapi_spec import assert_valid
 
 Write = Callable[[str, str], Path]
 

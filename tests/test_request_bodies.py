@@ -15,17 +15,13 @@ import json
 import re
 import subprocess
 import sys
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from jsonschema import Draft202012Validator
 from pydantic import ValidationError
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT202012
 
 from evalkit.errors import Unsendable
 from evalkit.models.targets import resolve
@@ -37,76 +33,22 @@ from evalkit.suite.endpoints import ModelSpec
 from evalkit.suite.load import load_suite
 from evalkit.suite.params import Params
 from evalkit.suite.render import Rendered, Renderer
+from tests.openapi_spec import (
+    SCHEMA_NAMES,
+    SPEC_DIR,
+    SPEC_PATH,
+    assert_valid,
+    declared_properties,
+    spec,
+    spec_errors,
+)
 from evalkit.suite.spec import Case, Message, Suite
 
 REPO = Path(__file__).resolve().parents[1]
-SPEC_DIR = REPO / "tests" / "data" / "openai-openapi"
-SPEC_PATH = SPEC_DIR / "openapi.pruned.json"
 # Where the full description lives when it is at hand: the steering repository's copy, beside
 # this one. Only test_pruned_copy_is_what_the_script_makes_of_the_full_spec reads it.
 FULL_SPEC_DIR = REPO.parent / "shared" / "openai-openapi"
 PRUNE_SCRIPT = REPO / "scripts" / "prune_openapi.py"
-BASE_URI = "urn:openai-openapi"
-SCHEMA_NAMES: dict[Endpoint, str] = {
-    "chat": "CreateChatCompletionRequest",
-    "completions": "CreateCompletionRequest",
-    "moderations": "CreateModerationRequest",
-}
-
-
-@cache
-def _spec() -> dict[str, Any]:
-    spec: dict[str, Any] = json.loads(SPEC_PATH.read_text(encoding="utf-8"))
-    return spec
-
-
-@cache
-def validator(endpoint: Endpoint) -> Draft202012Validator:
-    """A validator for one endpoint's request schema, `#/components/...` refs resolving."""
-    spec = _spec()
-    resource = Resource.from_contents(spec, default_specification=DRAFT202012)
-    registry: Registry[Any] = Registry().with_resource(BASE_URI, resource)
-    ref = f"{BASE_URI}#/components/schemas/{SCHEMA_NAMES[endpoint]}"
-    return Draft202012Validator({"$ref": ref}, registry=registry)
-
-
-@cache
-def declared_properties(endpoint: Endpoint) -> frozenset[str]:
-    """Every top-level property the request schema names (through allOf and $ref).
-
-    The spec has no `additionalProperties: false`, so a misspelt key would validate; this
-    closes that gap.
-    """
-    schemas = _spec()["components"]["schemas"]
-    names: set[str] = set()
-
-    def walk(schema: dict[str, Any]) -> None:
-        ref = schema.get("$ref")
-        if isinstance(ref, str) and ref.startswith("#/components/schemas/"):
-            walk(schemas[ref.rsplit("/", 1)[1]])
-        names.update(schema.get("properties", {}))
-        for part in schema.get("allOf", []):
-            walk(part)
-
-    walk(schemas[SCHEMA_NAMES[endpoint]])
-    return frozenset(names)
-
-
-def spec_errors(endpoint: Endpoint, body: dict[str, Any]) -> list[str]:
-    """Why `body` is not a valid request for `endpoint`; [] when it is."""
-    errors = [
-        f"{'/'.join(map(str, e.absolute_path)) or '<body>'}: {e.message}"
-        for e in validator(endpoint).iter_errors(body)
-    ]
-    unknown = sorted(set(body) - declared_properties(endpoint))
-    errors += [f"{name}: not a parameter of the {endpoint} endpoint" for name in unknown]
-    errors += [f"{k}: null is never sent" for k, v in body.items() if v is None]
-    return errors
-
-
-def assert_valid(endpoint: Endpoint, body: dict[str, Any]) -> None:
-    errors = spec_errors(endpoint, body)
-    assert not errors, f"{endpoint} body {body!r} is not valid: {errors}"
 
 
 def messages(*pairs: tuple[str, str]) -> Rendered:
@@ -145,7 +87,7 @@ EVERY_COMMON = {
 
 def test_pruned_copy_holds_every_schema_its_refs_reach() -> None:
     """The copy is self-contained: each `$ref` in it names a schema it carries."""
-    spec = _spec()
+    spec = spec()
     schemas = spec["components"]["schemas"]
     assert set(SCHEMA_NAMES.values()) <= set(schemas)
     refs = set(re.findall(r'"\$ref": "([^"]*)"', json.dumps(spec)))
@@ -157,7 +99,7 @@ def test_pruned_copy_holds_every_schema_its_refs_reach() -> None:
 
 
 def test_pruned_copy_readme_names_its_version() -> None:
-    version = _spec()["info"]["version"]
+    version = spec()["info"]["version"]
     readme = (SPEC_DIR / "README.md").read_text(encoding="utf-8")
     assert f"`info.version` **{version}**" in readme
     assert "Copyright (c) OpenAI" in (SPEC_DIR / "LICENSE").read_text(encoding="utf-8")
@@ -644,7 +586,7 @@ def test_example_suite_bodies_follow_the_spec(path: Path) -> None:
     assert endpoints
 
 
-def test_openai_evals_samples_bodies_follow_the_spec() -> None:
+def test_openai_evals_samples_bodies_follow_thespec() -> None:
     """`capitals-evals.jsonl` (OpenAI Evals sample format), sent to a chat model."""
     suite = load_suite(REPO / "suites" / "capitals-evals.jsonl")
     target = resolve(ModelSpec(id="openai/gpt-4o-mini"), suite.endpoints, environ={})
