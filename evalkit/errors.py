@@ -25,6 +25,8 @@ exceptions: each is caught where it is raised and becomes something the user rea
   status `budget`, which is exit 3.
 - `suite.render_budget.RenderLimit` (and `TooSlow`): a template asked for too much;
   `suite/render.py` turns it into a `TemplateError`.
+- `suite.images.NotAnImage`: a file or data URL that is no picture evalkit can send;
+  `suite/render.py` turns it into a `TemplateError` at the line of the image.
 - `scoring.threads.TimedOut`, `scoring.threads.TooManyStuck`: a check ran past its time
   limit or was not started; `scoring/scoring.py` turns them into a failed check with the reason.
 

@@ -76,7 +76,15 @@ def test_the_cli_uses_only_the_public_api_and_the_console() -> None:
 
 # exceptions that never reach the user: each is caught where it is raised and becomes a
 # journal record, a run status, a TemplateError or a failed check (errors.py says which)
-INTERNAL = {"ProviderError", "BudgetReached", "RenderLimit", "TooSlow", "TimedOut", "TooManyStuck"}
+INTERNAL = {
+    "ProviderError",
+    "BudgetReached",
+    "RenderLimit",
+    "TooSlow",
+    "TimedOut",
+    "TooManyStuck",
+    "NotAnImage",
+}
 
 
 def test_every_user_facing_error_is_in_the_drawn_tree() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 from functools import cache
 from importlib import resources
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.models.catalog import ModelInfo
+from evalkit.suite.images import data_url_size
 
 # tiktoken's own URLs and hashes (tiktoken_ext/openai_public.py)
 _SOURCES = {
@@ -37,6 +39,25 @@ SHIPPED = frozenset(_SOURCES)
 TOKENS_PER_MESSAGE = 3
 TOKENS_PER_NAME = 1
 REPLY_PRIMING = 3
+
+# OpenAI's rule for an image's input tokens (gpt-4o, gpt-4.1, gpt-4-turbo): 85 at detail low;
+# at high (and auto), after fitting the picture in 2048×2048 and its shorter side in 768,
+# 85 plus 170 per 512-pixel tile it covers.
+IMAGE_BASE_TOKENS = 85
+IMAGE_TILE_TOKENS = 170
+IMAGE_MAX_TOKENS = IMAGE_BASE_TOKENS + 8 * IMAGE_TILE_TOKENS  # 2048×768: 4×2 tiles
+# A remote image's size is not known before sending: counted as 1024×1024 at high detail.
+IMAGE_UNKNOWN_SIZE = (1024, 1024)
+
+
+def image_tokens(width: int, height: int, detail: str = "auto") -> int:
+    """The input tokens of one image by the documented tile rule."""
+    if detail == "low":
+        return IMAGE_BASE_TOKENS
+    fit = min(1.0, 2048 / max(width, height))
+    shorter = min(1.0, 768 / (min(width, height) * fit))
+    tiles = math.ceil(width * fit * shorter / 512) * math.ceil(height * fit * shorter / 512)
+    return IMAGE_BASE_TOKENS + IMAGE_TILE_TOKENS * tiles
 
 
 def fits(prompt_tokens: int, max_tokens: int | None, window: int) -> bool:
@@ -66,6 +87,8 @@ class Counter:
                 for key, value in message.items():
                     if isinstance(value, str):
                         total += self.text(value)
+                    elif key == "content" and isinstance(value, list):
+                        total += sum(self._part(part) for part in value)
                     if key == "name":
                         total += TOKENS_PER_NAME
             return total
@@ -73,6 +96,20 @@ class Counter:
         total = self.text(prompt if isinstance(prompt, str) else str(prompt))
         suffix = body.get("suffix")
         return total + (self.text(suffix) if isinstance(suffix, str) else 0)
+
+    def _part(self, part: Any) -> int:
+        """A text part's tokens, or an image's by its size and detail."""
+        if not isinstance(part, dict):
+            return 0
+        if part.get("type") == "text":
+            text = part.get("text")
+            return self.text(text) if isinstance(text, str) else 0
+        image = part.get("image_url")
+        if part.get("type") != "image_url" or not isinstance(image, dict):
+            return 0
+        url = image.get("url")
+        size = data_url_size(url) if isinstance(url, str) else None
+        return image_tokens(*(size or IMAGE_UNKNOWN_SIZE), str(image.get("detail", "auto")))
 
 
 @cache

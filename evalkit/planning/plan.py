@@ -109,6 +109,8 @@ def endpoint_for(rendered: Rendered, info: ModelInfo) -> Endpoint:
             raise Unsendable(f"{info.id} does not support insert mode (suffix)")
         return "completions"
     if rendered.is_chat:
+        if rendered.has_images and info.id.startswith("local/"):
+            raise Unsendable(f"{info.id} reads text only and cannot take the case's images")
         if info.kind == "completions":
             raise Unsendable(
                 f"{info.id} only has the completions endpoint and cannot take chat messages; "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import ValidationError
@@ -19,7 +20,14 @@ from pydantic_core import PydanticCustomError
 
 from evalkit.errors import TemplateError, Unsendable
 from evalkit.models.targets import Target
-from evalkit.models.tokens import REPLY_PRIMING, TOKENS_PER_MESSAGE, TOKENS_PER_NAME, Counter, fits
+from evalkit.models.tokens import (
+    IMAGE_MAX_TOKENS,
+    REPLY_PRIMING,
+    TOKENS_PER_MESSAGE,
+    TOKENS_PER_NAME,
+    Counter,
+    fits,
+)
 from evalkit.planning.plan import Group, Request, check_columns, endpoint_for, layered_params
 from evalkit.suite.checkspec import Check, compile_regex
 from evalkit.suite.params import Params
@@ -95,7 +103,7 @@ class Planner:
         self.samples = samples or suite.samples
         self.keep = keep
         self.renders = Renders()
-        self._renderer = Renderer()
+        self._renderer = Renderer(Path(suite.source).parent if suite.source else None)
         self._variants = suite.variant_prompts()
         self._layers: dict[tuple[str, int], Params] = {}
         self._held: dict[int, _Held] = {}
@@ -271,21 +279,35 @@ class Planner:
 
 
 def _text_size(rendered: Rendered) -> int:
-    texts = [rendered.prompt or "", rendered.suffix or ""]
-    texts += [value for message in rendered.messages or () for _, value in message]
-    return sum(len(text) for text in texts)
+    size = len(rendered.prompt or "") + len(rendered.suffix or "")
+    for message in rendered.messages or ():
+        for _, value in message:
+            size += len(value) if isinstance(value, str) else sum(len(p[1]) for p in value)
+    return size
 
 
 def _byte_bound(part: dict[str, Any]) -> int:
-    """At least `Counter.body(part)`: no token is shorter than one UTF-8 byte."""
+    """At least `Counter.body(part)`: no token is shorter than one UTF-8 byte, and no image
+    costs more than IMAGE_MAX_TOKENS."""
     if "messages" in part:
         return REPLY_PRIMING + sum(
-            TOKENS_PER_MESSAGE
-            + TOKENS_PER_NAME
-            + sum(len(v.encode("utf-8")) for v in message.values() if isinstance(v, str))
+            TOKENS_PER_MESSAGE + TOKENS_PER_NAME + sum(map(_value_bound, message.values()))
             for message in part["messages"]
         )
     return sum(len(v.encode("utf-8")) for v in part.values() if isinstance(v, str))
+
+
+def _value_bound(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value.encode("utf-8"))
+    if isinstance(value, list):  # content parts
+        return sum(
+            IMAGE_MAX_TOKENS
+            if p.get("type") == "image_url"
+            else len(str(p.get("text", "")).encode("utf-8"))
+            for p in value
+        )
+    return 0
 
 
 def overflow_text(

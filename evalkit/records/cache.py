@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from evalkit.records.encoding import Encoded, decode
 from evalkit.records.entries import Answer
+from evalkit.records.images import ImageRefs, has_images
 from evalkit.records.readback import answer_problem
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ class Cache:
         self._pending: list[tuple[Any, ...]] = []
         self._db: sqlite3.Connection | None = None
         self._keys: set[str] | None = None
+        self._images = ImageRefs()
         self.unusable = 0  # rows read that were not answers
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -110,12 +112,15 @@ class Cache:
             self._keys.add(request.key)
         url = f"{request.target.base_url}/{request.endpoint}{request.target.url_query}"
         model = str(request.body.get("model"))
+        wire = request.wire
+        if has_images(wire):  # the key covers the pictures; the row needs only their hashes
+            wire = json.dumps(self._images.body(request.body), separators=(",", ":"))
         row = (
             request.key,
             url,
             model,
             request.sample,
-            request.wire,
+            wire,
             answer,
             time.time(),
         )

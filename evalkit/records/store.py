@@ -1,4 +1,5 @@
-"""A run directory: `manifest.json`, an append-only `journal.jsonl`, `results.parquet`.
+"""A run directory: `manifest.json`, an append-only `journal.jsonl`, `results.parquet`, and
+`images/` (thumbnails of the pictures a run sent, see images.py).
 
 Each finished request is one journal line, written and flushed before it counts as done, so
 a killed run loses nothing that finished. A torn last line (the process died mid-write) is
@@ -27,6 +28,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 from evalkit.errors import InputError, RunError
 from evalkit.records.encoding import journal_line
+from evalkit.records.images import FOLDER as IMAGES
+from evalkit.records.images import ImageRefs
 from evalkit.records.readback import journal_problem
 
 if TYPE_CHECKING:
@@ -74,6 +77,7 @@ class RunDir:
         self.manifest = manifest
         self._journal: IO[str] | None = None
         self._failure: str | None = None  # why the journal could not be written
+        self._images = ImageRefs(path / IMAGES)
 
     @classmethod
     def create(cls, root: Path, run_id: str, manifest: dict[str, Any]) -> RunDir:
@@ -115,6 +119,10 @@ class RunDir:
         later append repeats why."""
         if self._journal is None:
             raise RunError(self._failure or f"the journal {self.path / JOURNAL} is not open")
+        if entry.get("endpoint") == "chat":
+            prompt = self._images.messages(entry.get("prompt"))
+            if prompt is not entry.get("prompt"):
+                entry = {**entry, "prompt": prompt}
         line = journal_line(entry, choices) + "\n"  # ASCII
         try:
             self._journal.write(line)

@@ -8,13 +8,17 @@ still gives a page a browser opens quickly; the rest is in results.parquet.
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evalkit.console import fmt
+from evalkit.records.images import REF_PREFIX, thumbnail_path
 from evalkit.report import records
+from evalkit.suite.images import content_text
 
 if TYPE_CHECKING:
     from evalkit.analysis.compare import Flip
@@ -71,6 +75,7 @@ class CaseRow:
     case_id: str
     vars: Text | None
     prompts: list[tuple[str, Text | None]]  # (variant, prompt)
+    images: list[str] = field(default_factory=list)  # thumbnails as data: URIs
     cells: dict[str, Cell] = field(default_factory=dict)
     disagree: bool = False
     failed: bool = False
@@ -182,14 +187,18 @@ def case_rows(
 def _case_row(report: RunReport, case: str, samples: list[dict[str, Any]]) -> CaseRow:
     first = samples[0] if samples else {}
     prompts: dict[str, Text | None] = {}
+    images: dict[str, None] = {}
     groups: dict[str, list[dict[str, Any]]] = {}
     for record in samples:
-        prompts.setdefault(str(record["variant"]), Text.of(_prompt(record["prompt"])))
+        variant = str(record["variant"])
+        if variant not in prompts:
+            prompts[variant] = Text.of(_prompt(record["prompt"]))
+            images.update(dict.fromkeys(thumbnails(report.run_dir, record["prompt"])))
         name = report.key_labels.get((str(record["model"]), str(record["variant"])))
         if name is not None:
             groups.setdefault(name, []).append(record)
     variables = Text.of(_pretty(first.get("vars")), INPUT_PREVIEW_CHARS)
-    row = CaseRow(case, variables, list(prompts.items()))
+    row = CaseRow(case, variables, list(prompts.items()), list(images))
     for name, cell_samples in groups.items():
         row.cells[name] = _cell(cell_samples)
     return row
@@ -229,7 +238,7 @@ def _calls(text: Any) -> list[str]:
 def _size(row: CaseRow) -> int:
     texts = [row.vars, *(p for _, p in row.prompts)]
     texts += [c.output for c in row.cells.values()]
-    size = sum(t.size for t in texts if t is not None)
+    size = sum(t.size for t in texts if t is not None) + sum(map(len, row.images))
     return size + sum(len(r) for c in row.cells.values() for _, r in c.reasons)
 
 
@@ -268,8 +277,31 @@ def _prompt(value: object) -> str | None:
     except ValueError:
         return value
     if isinstance(messages, list) and all(isinstance(m, dict) for m in messages):
-        return "\n".join(f"{m.get('role')}: {m.get('content')}" for m in messages)
+        return "\n".join(f"{m.get('role')}: {content_text(m.get('content'))}" for m in messages)
     return value
+
+
+def thumbnails(run_dir: Path, prompt: object) -> list[str]:
+    """The thumbnails (data: URIs) of the pictures a recorded prompt sent, in order; a
+    picture whose thumbnail is missing is left out."""
+    if not isinstance(prompt, str) or REF_PREFIX not in prompt:
+        return []
+    try:
+        messages = json.loads(prompt)
+    except ValueError:
+        return []
+    found = []
+    for message in messages if isinstance(messages, list) else []:
+        content = message.get("content") if isinstance(message, dict) else None
+        for part in content if isinstance(content, list) else []:
+            image = part.get("image_url") if isinstance(part, dict) else None
+            url = image.get("url") if isinstance(image, dict) else None
+            path = thumbnail_path(run_dir, url) if isinstance(url, str) else None
+            if path is not None and path.is_file():
+                found.append(
+                    f"data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}"
+                )
+    return found
 
 
 def _pretty(value: object) -> str | None:

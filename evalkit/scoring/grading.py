@@ -21,6 +21,7 @@ from evalkit.scoring.checks import Verdict, broken, negated
 from evalkit.scoring.judge import judge_request, parse_verdict
 from evalkit.scoring.moderation import moderation_request, moderation_spec, parse_result
 from evalkit.suite.checkspec import GRADED_BY_A_MODEL, Check, JudgeArg
+from evalkit.suite.images import content_text
 
 
 def grader_model(check: Check) -> str:
@@ -105,7 +106,7 @@ def prompt_text(group: Group) -> str:
     """The prompt the model saw, as text for a judge."""
     if group.rendered.is_chat:
         return "\n".join(
-            f"{m['role']}: {m.get('content') or json.dumps(m.get('tool_calls'))}"
+            f"{m['role']}: {content_text(m.get('content')) or json.dumps(m.get('tool_calls'))}"
             for m in group.rendered.message_dicts()
         )
     return (group.rendered.prompt or "") + (

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from jinja2 import StrictUndefined, Template, TemplateSyntaxError, UndefinedError
@@ -20,6 +21,14 @@ from jinja2.exceptions import SecurityError
 
 from evalkit.errors import TemplateError
 from evalkit.suite.checkspec import UNTEMPLATED, Check
+from evalkit.suite.images import (
+    Image,
+    NotAnImage,
+    decode_data_url,
+    dimensions,
+    is_remote,
+    read_image,
+)
 from evalkit.suite.render_budget import (
     MAX_OUTPUT_CHARS,
     RenderLimit,
@@ -29,14 +38,18 @@ from evalkit.suite.render_budget import (
     uncounted,
 )
 from evalkit.suite.sandbox import BoundedEnvironment
-from evalkit.suite.spec import Case, Message, Suite, Variant
+from evalkit.suite.spec import Case, ImagePart, Message, Suite, Variant
+
+# A rendered content part: ("text", text, "") or ("image_url", url, detail).
+RenderedPart = tuple[str, str, str]
+MessageValue = str | tuple[RenderedPart, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class Rendered:
     """A case's prompt after rendering: chat messages, or a completions prompt (+ suffix)."""
 
-    messages: tuple[tuple[tuple[str, str], ...], ...] | None = None
+    messages: tuple[tuple[tuple[str, MessageValue], ...], ...] | None = None
     prompt: str | None = None
     suffix: str | None = None
 
@@ -44,15 +57,35 @@ class Rendered:
     def is_chat(self) -> bool:
         return self.messages is not None
 
+    @property
+    def has_images(self) -> bool:
+        return any(
+            isinstance(value, tuple) and any(part[0] == "image_url" for part in value)
+            for message in self.messages or ()
+            for _, value in message
+        )
+
     def message_dicts(self) -> list[dict[str, Any]]:
         """The messages as the API takes them (tool calls back to their JSON structure)."""
-        return [
-            {k: json.loads(v) if k == "tool_calls" else v for k, v in message}
-            for message in self.messages or ()
-        ]
+        return [{k: _wire(k, v) for k, v in message} for message in self.messages or ()]
+
+
+def _wire(key: str, value: MessageValue) -> Any:
+    if isinstance(value, tuple):
+        return [_wire_part(part) for part in value]
+    return json.loads(value) if key == "tool_calls" else value
+
+
+def _wire_part(part: RenderedPart) -> dict[str, Any]:
+    kind, value, detail = part
+    if kind == "text":
+        return {"type": "text", "text": value}
+    image = {"url": value, **({"detail": detail} if detail != "auto" else {})}
+    return {"type": "image_url", "image_url": image}
 
 
 MAX_TIMEOUTS = 3  # renders that may run out of time before the renderer gives up on a suite
+IMAGE_MEMO_BYTES = 64 * 2**20  # images read from files, kept for the cases that share them
 
 
 class Renderer:
@@ -62,12 +95,15 @@ class Renderer:
     slow templates then costs seconds, not one time budget per case.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, base_dir: Path | None = None) -> None:
         self._env = BoundedEnvironment(
             undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False
         )
         self._compiled: dict[str, Template] = {}
         self._timeouts = 0
+        self._base_dir = base_dir or Path()  # where a suite's image paths start from
+        self._images: dict[Path, Image] = {}
+        self._image_bytes = 0
 
     def text(self, source: str, variables: dict[str, Any], field: tuple[str | int, ...]) -> str:
         """`source` rendered with `variables`; plain text skips Jinja altogether."""
@@ -147,11 +183,14 @@ class Renderer:
 
     def _messages(
         self, messages: list[Message], variables: dict[str, Any], field: tuple[str | int, ...]
-    ) -> tuple[tuple[tuple[str, str], ...], ...]:
+    ) -> tuple[tuple[tuple[str, MessageValue], ...], ...]:
         out = []
         for i, message in enumerate(messages):
-            items: list[tuple[str, str]] = [("role", str(message.role))]
-            if message.content is not None:
+            items: list[tuple[str, MessageValue]] = [("role", str(message.role))]
+            if isinstance(message.content, list):
+                parts = self._parts(message.content, variables, (*field, i, "content"))
+                items.append(("content", parts))
+            elif message.content is not None:
                 content = self.text(message.content, variables, (*field, i, "content"))
                 items.append(("content", content))
             if message.name is not None:
@@ -164,6 +203,55 @@ class Renderer:
                 items.append(("tool_call_id", message.tool_call_id))
             out.append(tuple(items))
         return tuple(out)
+
+    def _parts(
+        self, parts: list[Any], variables: dict[str, Any], field: tuple[str | int, ...]
+    ) -> tuple[RenderedPart, ...]:
+        out: list[RenderedPart] = []
+        for j, part in enumerate(parts):
+            if isinstance(part, ImagePart):
+                url = self.text(part.image_url.url, variables, (*field, j, "image_url", "url"))
+                out.append(("image_url", self._image_url(url, (*field, j)), part.image_url.detail))
+            else:
+                out.append(("text", self.text(part.text, variables, (*field, j, "text")), ""))
+        return tuple(out)
+
+    def _image_url(self, url: str, field: tuple[str | int, ...]) -> str:
+        """A remote URL as given (a data URL checked); a file read into a data URL."""
+        if not is_remote(url):
+            return self._image_file(url, field).data_url
+        if url.startswith("data:"):
+            data = decode_data_url(url)
+            if data is None:
+                raise TemplateError("a data URL that is not a base64-encoded image", field)
+            try:
+                dimensions(data)
+            except NotAnImage as exc:
+                raise TemplateError(f"the data URL's image: {exc}", field) from None
+        return url
+
+    def _image_file(self, name: str, field: tuple[str | int, ...]) -> Image:
+        """The image file `name` (relative to the suite's folder), read once while it fits
+        the memo; a located TemplateError when it cannot be sent."""
+        path = self._base_dir / name
+        image = self._images.get(path)
+        if image is not None:
+            return image
+        try:
+            image = read_image(path)
+        except FileNotFoundError:
+            raise TemplateError(f"image {name}: no such file ({path})", field) from None
+        except OSError as exc:
+            raise TemplateError(f"image {name}: cannot read it: {exc.strerror}", field) from None
+        except NotAnImage as exc:
+            raise TemplateError(f"image {name}: {exc}", field) from None
+        size = len(image.data_url)
+        if self._image_bytes + size > IMAGE_MEMO_BYTES:
+            self._images.clear()
+            self._image_bytes = 0
+        self._images[path] = image
+        self._image_bytes += size
+        return image
 
     def leaves(self, value: Any, variables: dict[str, Any], field: tuple[str | int, ...]) -> Any:
         """Every string in `value` rendered (one budget for all)."""

@@ -7,7 +7,7 @@ Cross-field rules that need the catalogue or the templates live in `planning/val
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -39,21 +39,78 @@ class ToolCall(Strict):
     function: FunctionCall
 
 
+class TextPart(Strict):
+    """Text in a message's list of parts; a template."""
+
+    type: Literal["text"] = "text"
+    text: str
+
+
+class ImageURL(Strict):
+    url: str  # a template: an http(s) or data URL sent as given, else a file to read
+    detail: Literal["auto", "low", "high"] = "auto"
+
+
+class ImagePart(Strict):
+    """An image in a user message; a local file is read when the case is planned."""
+
+    type: Literal["image_url"] = "image_url"
+    image_url: ImageURL
+
+
+Part = Annotated[TextPart | ImagePart, Field(discriminator="type")]
+
+
+def _short_part(part: Any) -> Any:
+    """`- text` is a text part, `- image: FILE_OR_URL` (with an optional `detail`) an image."""
+    if isinstance(part, str):
+        return {"type": "text", "text": part}
+    if isinstance(part, dict) and "type" not in part:
+        if "image" in part:
+            extra = set(part) - {"image", "detail"}
+            if extra:
+                raise PydanticCustomError(
+                    "image_part",
+                    "an image part takes image and detail, not {extra}",
+                    {"extra": ", ".join(sorted(map(str, extra)))},
+                )
+            url = {"url": part["image"], **({"detail": part["detail"]} if "detail" in part else {})}
+            return {"type": "image_url", "image_url": url}
+        if "text" in part:
+            return {"type": "text", **part}
+    return part
+
+
 class Message(Strict):
-    """One chat message; `content` is a template.
+    """One chat message; `content` is a template, or a list of text and image parts.
 
     Multi-turn cases carry assistant turns (with `tool_calls`) and `tool` results (with the
     `tool_call_id` they answer), sent as given.
     """
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | None = None
+    content: str | list[Part] | None = None
     name: str | None = None
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
 
+    @field_validator("content", mode="before")
+    @classmethod
+    def _short_parts(cls, value: Any) -> Any:
+        return [_short_part(part) for part in value] if isinstance(value, list) else value
+
     @model_validator(mode="after")
     def _shape(self) -> Message:
+        if isinstance(self.content, list):
+            if not self.content:
+                raise PydanticCustomError("message", "content is an empty list of parts", {})
+            images = any(isinstance(part, ImagePart) for part in self.content)
+            if images and self.role != "user":
+                raise PydanticCustomError(
+                    "message",
+                    "only a user message may carry images (this is {role})",
+                    {"role": self.role},
+                )
         if self.role == "tool" and (self.tool_call_id is None or self.content is None):
             raise PydanticCustomError(
                 "message", "a tool message needs tool_call_id and content (the tool's result)", {}
