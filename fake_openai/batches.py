@@ -7,8 +7,8 @@ same state (it lives in the server). Each read of a batch advances it to the pre
 * ``validating`` for the first 10% of the time; a bad input file (see ``batch_input``) then
   ends in ``failed`` with ``errors``; else ``in_progress`` until 80%, lines answered in order
   as time passes (``request_counts`` grows); ``finalizing``; ``completed`` at 100%.
-* ``POST /cancel`` gives ``cancelling`` and, 10% of the time later, ``cancelled``; cancelling
-  a finished batch is a 409. Lines done are kept in the output file.
+* ``POST /cancel`` gives ``cancelling`` and, 10% of ``batch_seconds`` later, ``cancelled``;
+  cancelling a finished (or finalizing) batch is a 409. Lines done are kept in the output file.
 * When finished, the output file (``batch_output``) holds each 200 line, the error file each
   non-200 line (``response.status_code`` != 200, ``error`` null, as the real API writes HTTP
   failures) and, for an expired or cancelled batch, each line never run (``response`` null,
@@ -47,7 +47,8 @@ from fake_openai.wire import dumps, error_body, loads
 
 LineAnswer = Callable[[Any, str], tuple[int, dict[str, Any]]]
 """(body, request_id) -> (status, JSON): what the online route answers for that body."""
-_VALIDATING, _RUNNING, _CANCELLING = 0.1, 0.8, 0.1  # fractions of a batch's duration
+_VALIDATING, _RUNNING = 0.1, 0.8  # fractions of a batch's duration
+_CANCELLING = 0.1  # a fraction of the server's batch_seconds, whatever the batch's own
 _FINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 _UNRUN = {
     "expired": (
@@ -237,7 +238,7 @@ class BatchService:
         if batch.status == "finalizing" and t >= d:
             self._finish(batch, "completed", d)
         if batch.status == "cancelling" and batch.cancel_offset is not None:
-            end = batch.cancel_offset + _CANCELLING * d
+            end = batch.cancel_offset + _CANCELLING * self.seconds
             if t >= end:
                 self._finish(batch, "cancelled", end)
 
