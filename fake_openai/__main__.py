@@ -49,6 +49,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--model", action="append", default=None, help="id listed by /v1/models (repeatable)"
     )
+    parser.add_argument(
+        "--batch-seconds",
+        type=float,
+        default=0.5,
+        help="how long a batch takes from validating to completed (default 0.5)",
+    )
     return parser.parse_args(argv)
 
 
@@ -62,6 +68,7 @@ async def _serve_cli(args: argparse.Namespace) -> None:
         record=not args.no_log,
         port=args.port,
         models=args.model or ("fake-model",),
+        batch_seconds=args.batch_seconds,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -80,6 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     if not 0.0 <= args.rate_429 <= 1.0:
         print("--rate-429 must be in [0, 1]", file=sys.stderr)
+        return 2
+    if args.batch_seconds <= 0:
+        print("--batch-seconds must be > 0", file=sys.stderr)
         return 2
     asyncio.run(_serve_cli(args))
     return 0

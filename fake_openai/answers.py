@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fake_openai.jobs import Job
-from fake_openai.wire import sse
+from fake_openai.jobs import BadRequest, Job, parse_job
+from fake_openai.wire import error_body, loads, sse
 
 ECHO_MAX_CHARS = 200
 """How much of the prompt the ``echo:`` answer repeats, so huge prompts give small answers."""
@@ -206,6 +206,27 @@ def completion_payload(job: Job, choices: list[Choice], request_id: str) -> dict
     }
 
 
+def answer(
+    body: Any,
+    chat: bool,
+    tokenizer: Callable[[str], int] | None,
+    request_id: str,
+    *,
+    no_choices: bool = False,
+) -> tuple[int, dict[str, Any]]:
+    """A non-streamed chat or completions body's answer: ``(200, payload)`` or ``(400, error)``.
+
+    Why one function: the online route and every Batch API line answer through it, so a batch
+    line's answer is by construction what the same body gets online.
+    """
+    try:
+        job = parse_job(body, chat, tokenizer)
+    except BadRequest as exc:
+        return 400, loads(error_body(400, message=exc.message, param=exc.param))
+    choices = [] if no_choices else generate(job)
+    return 200, completion_payload(job, choices, request_id)
+
+
 def stream_events(
     job: Job, choices: list[Choice], request_id: str, *, no_choices: bool = False
 ) -> list[bytes]:
@@ -300,6 +321,20 @@ def moderation_results(inputs: Sequence[str]) -> list[dict[str, Any]]:
         scores = {k: (0.97 if v else 0.001) for k, v in categories.items()}
         results.append({"flagged": flagged, "categories": categories, "category_scores": scores})
     return results
+
+
+def moderation_answer(body: Any) -> tuple[int, dict[str, Any]]:
+    """A moderations body's answer, online or as a batch line: ``(200, payload)`` or 400."""
+    given = body.get("input") if isinstance(body, dict) else None
+    inputs = given if isinstance(given, list) else [given]
+    texts = [i for i in inputs if isinstance(i, str)]
+    if len(texts) != len(inputs):
+        return 400, loads(error_body(400, "'input' must be a string or a list."))
+    return 200, {
+        "id": "modr-fake",
+        "model": body.get("model"),
+        "results": moderation_results(texts),
+    }
 
 
 def models_payload(models: Sequence[str]) -> dict[str, Any]:

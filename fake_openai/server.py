@@ -14,6 +14,9 @@ Usage from pytest::
 From another process: ``python -m fake_openai --port 0 --no-log`` prints
 ``listening on http://127.0.0.1:PORT``; ``GET /_stats`` returns the request counts,
 ``POST /_reset`` clears them and ``POST /_script`` (a JSON list of faults) scripts faults.
+
+The Batch API (``/v1/files``, ``/v1/batches``) lives in ``batch_files``, ``batches`` and
+``batch_routes``; ``batch_seconds`` sets how long a batch takes, ``script_batches`` its faults.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ from typing import Any
 from aiohttp import web
 
 from fake_openai import answers
+from fake_openai.batch_files import FileStore, add_file_routes
+from fake_openai.batch_routes import add_batch_routes
+from fake_openai.batches import BatchService
 from fake_openai.faults import FaultScript, early_answer, misreport_usage, truncated
 from fake_openai.jobs import BadRequest, Job, parse_job
 from fake_openai.wire import (
@@ -77,6 +83,7 @@ class FakeOpenAI:
         record: store every request in ``requests``; ``False`` keeps only counters (benchmarks).
         port: 0 picks a free port.
         models: ids listed by ``GET /v1/models``.
+        batch_seconds: how long a batch takes from ``validating`` to ``completed``.
 
     The attributes ``latency_ms``, ``model_latency_ms``, ``api_key`` and ``rate_429`` may be
     changed while the server runs; each request reads them afresh.
@@ -93,6 +100,7 @@ class FakeOpenAI:
         record: bool = True,
         port: int = 0,
         models: Sequence[str] = ("fake-model",),
+        batch_seconds: float = 0.5,
     ) -> None:
         if not 0.0 <= rate_429 <= 1.0:
             raise ValueError("rate_429 must be in [0, 1]")
@@ -111,6 +119,17 @@ class FakeOpenAI:
         self._total = 0
         self._faults = FaultScript(seed)
         self._ids = itertools.count(1)
+        self.batches = BatchService(
+            FileStore(),
+            {
+                "/v1/chat/completions": lambda b, rid: answers.answer(b, True, self.tokenizer, rid),
+                "/v1/completions": lambda b, rid: answers.answer(b, False, self.tokenizer, rid),
+                "/v1/moderations": lambda b, rid: answers.moderation_answer(b),
+            },
+            lambda: f"req_{next(self._ids)}",
+            seconds=batch_seconds,
+            seed=seed,
+        )
         self._port: int | None = None
         self._runner: web.AppRunner | None = None
         self._stopping: asyncio.Event | None = None
@@ -168,8 +187,17 @@ class FakeOpenAI:
         ``retry_after_ms``, ``headers``, ``code``, ``message``, ``type``) and/or ``delay_ms``
         (extra latency), or ``{"fault": <name>, "delay_ms": N}``. ``{"usage": {...}}`` answers
         normally (not streamed) with those usage keys replaced, a key set to None removed.
+        Requests to ``/v1/files`` and ``/v1/batches`` consume entries too (a 429 on an upload).
         """
         self._faults.replace(faults)
+
+    def script_batches(self, faults: Sequence[Any]) -> None:
+        """Replace the batch fault script, one entry per created batch (see ``batches``)."""
+        self.batches.script(faults)
+
+    def batch_stats(self) -> dict[str, int]:
+        """What ``GET /_batch_stats`` returns: batches created, lines answered, uploads."""
+        return self.batches.stats()
 
     @property
     def pending_faults(self) -> int:
@@ -177,12 +205,13 @@ class FakeOpenAI:
         return self._faults.pending
 
     def reset(self) -> None:
-        """Forget requests, counters and the fault script; re-seed the 429 draws."""
+        """Forget requests, counters, files, batches and the fault scripts; re-seed."""
         with self._lock:
             self._log.clear()
             self._by_path.clear()
             self._total = 0
         self._faults.clear(self.seed)
+        self.batches.clear(self.seed)
 
     # ----------------------------------------------------------------- lifecycle (thread)
 
@@ -288,6 +317,9 @@ class FakeOpenAI:
         app.router.add_get("/_stats", self._handle_stats)
         app.router.add_post("/_reset", self._handle_reset)
         app.router.add_post("/_script", self._handle_script)
+        add_file_routes(app, self.batches.files, self._gate)
+        add_batch_routes(app, self.batches, self._gate)
+        app.router.add_get("/_batch_stats", self._handle_batch_stats)
         app.router.add_route("*", "/{tail:.*}", self._handle_unknown)
         return app
 
@@ -334,6 +366,20 @@ class FakeOpenAI:
         except ValueError:
             return None
 
+    async def _gate(self, request: web.Request, body: Any) -> web.StreamResponse | None:
+        """Record, check the key, wait the latency, play a scripted fault (Batch API routes)."""
+        self._record(request, body)
+        auth_error = self._auth_error(request)
+        if auth_error is not None:
+            return auth_error
+        fault = self._faults.next(self.rate_429)
+        delay = self.latency_ms / 1000.0 + (fault.delay_ms / 1000.0 if fault else 0.0)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if fault is None:
+            return None
+        return await early_answer(request, fault, body, self._stopping)
+
     async def _handle_chat(self, request: web.Request) -> web.StreamResponse:
         return await self._handle_completion_like(request, chat=True)
 
@@ -355,17 +401,18 @@ class FakeOpenAI:
             early = await early_answer(request, fault, body, self._stopping)
             if early is not None:
                 return early
-        try:
-            job = parse_job(body, chat, self.tokenizer)
-        except BadRequest as exc:
-            return error_response(400, error_body(400, message=exc.message, param=exc.param))
-        choices = answers.generate(job)
         kind = fault.kind if fault is not None else "ok"
-        if job.stream or kind == "truncated_sse":
-            return await self._stream(request, job, choices, request_id, kind)
-        if kind == "no_choices":
-            choices = []
-        payload = answers.completion_payload(job, choices, request_id)
+        if (isinstance(body, dict) and body.get("stream") is True) or kind == "truncated_sse":
+            try:
+                job = parse_job(body, chat, self.tokenizer)
+            except BadRequest as exc:
+                return error_response(400, error_body(400, message=exc.message, param=exc.param))
+            return await self._stream(request, job, answers.generate(job), request_id, kind)
+        status, payload = answers.answer(
+            body, chat, self.tokenizer, request_id, no_choices=kind == "no_choices"
+        )
+        if status != 200:
+            return error_response(status, dumps(payload))
         misreport_usage(payload, fault)
         headers = {"Content-Type": "application/json", "x-request-id": request_id}
         return web.Response(body=dumps(payload), headers=headers)
@@ -399,13 +446,9 @@ class FakeOpenAI:
         auth_error = self._auth_error(request)
         if auth_error is not None:
             return auth_error
-        given = body.get("input") if isinstance(body, dict) else None
-        inputs = given if isinstance(given, list) else [given]
-        texts = [i for i in inputs if isinstance(i, str)]
-        if len(texts) != len(inputs):
-            return error_response(400, error_body(400, "'input' must be a string or a list."))
-        results = answers.moderation_results(texts)
-        payload = {"id": "modr-fake", "model": body.get("model"), "results": results}
+        status, payload = answers.moderation_answer(body)
+        if status != 200:
+            return error_response(status, dumps(payload))
         return web.json_response(payload)
 
     async def _handle_models(self, request: web.Request) -> web.StreamResponse:
@@ -424,6 +467,9 @@ class FakeOpenAI:
 
     async def _handle_stats(self, request: web.Request) -> web.StreamResponse:
         return web.Response(body=dumps(self.stats()), headers=JSON_HEADERS)
+
+    async def _handle_batch_stats(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(body=dumps(self.batch_stats()), headers=JSON_HEADERS)
 
     async def _handle_reset(self, request: web.Request) -> web.StreamResponse:
         self.reset()
