@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -29,7 +30,7 @@ from typing import Any
 
 from aiohttp import web
 
-from fake_openai import answers
+from fake_openai import answers, responses
 from fake_openai.faults import FaultScript, early_answer, misreport_usage, truncated
 from fake_openai.jobs import BadRequest, Job, parse_job
 from fake_openai.wire import (
@@ -285,6 +286,7 @@ class FakeOpenAI:
         app.router.add_post("/v1/completions", self._handle_completions)
         app.router.add_get("/v1/models", self._handle_models)
         app.router.add_post("/v1/moderations", self._handle_moderations)
+        app.router.add_post("/v1/responses", functools.partial(responses.handle, self))
         app.router.add_get("/_stats", self._handle_stats)
         app.router.add_post("/_reset", self._handle_reset)
         app.router.add_post("/_script", self._handle_script)
