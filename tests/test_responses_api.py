@@ -299,6 +299,31 @@ def test_the_example_suite_runs_into_the_frame_and_the_report(
     assert "openai/o4-mini" in html and 'data-case="weather"' in html
 
 
+def test_models_named_on_the_command_line_go_to_an_endpoint_of_kind_responses(
+    openai: FakeOpenAI, write: Write, tmp_path: Path
+) -> None:
+    """No model declared: `-m` names catalogue models, the suite's `openai` endpoint says
+    they speak the Responses API; each is billed at its catalogue price."""
+    endpoint = (
+        f"endpoints:\n  openai: {{base_url: '{openai.url}', api_key_env: OPENAI_API_KEY, "
+        "kind: responses}\n"
+    )
+    write("s.yaml", endpoint + _suite("openai/gpt-4", "max_tokens: 32"))
+    models = ["openai/gpt-4.1", "openai/o3-mini", "openai/gpt-5"]
+    args = [arg for model in models for arg in ("-m", model)]
+    result = run_evalkit(
+        "run", "s.yaml", *args, "--out", "runs", cwd=tmp_path, env=cli_env(openai.url)
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert sorted(r.body["model"] for r in openai.requests) == ["gpt-4.1", "gpt-5", "o3-mini"]
+    assert {r.path for r in openai.requests} == {"/v1/responses"}
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    frame = load_run(run_dir).set_index("model")
+    assert (frame["cost_usd"] > 0).all() and frame["passed"].all()
+    assert frame.loc["openai/gpt-5", "reasoning_tokens"] == 8
+    assert frame.loc["openai/gpt-4.1", "reasoning_tokens"] == 0
+
+
 def test_a_streamed_run_measures_time_to_first_token(
     openai: FakeOpenAI, write: Write, tmp_path: Path
 ) -> None:
