@@ -33,6 +33,7 @@ from evalkit.suite.endpoints import ModelSpec
 from evalkit.suite.load import load_suite
 from evalkit.suite.params import Params
 from evalkit.suite.render import Rendered, Renderer
+from evalkit.suite.spec import Case, Message, Suite
 from tests.openapi_spec import (
     SCHEMA_NAMES,
     SPEC_DIR,
@@ -42,7 +43,6 @@ from tests.openapi_spec import (
     spec,
     spec_errors,
 )
-from evalkit.suite.spec import Case, Message, Suite
 
 REPO = Path(__file__).resolve().parents[1]
 # Where the full description lives when it is at hand: the steering repository's copy, beside
@@ -575,8 +575,8 @@ def test_example_suite_bodies_follow_the_spec(path: Path) -> None:
     assert suite.models, f"{path.name} names no models"
     endpoints: set[str] = set()
     count = 0
-    for spec in suite.models:
-        target = resolve(spec, suite.endpoints, environ={})
+    for model in suite.models:
+        target = resolve(model, suite.endpoints, environ={})
         for request in plan(suite, target):
             assert_valid(request.endpoint, request.body)
             assert request.body["model"] == target.model
