@@ -521,3 +521,19 @@ def test_the_fake_fails_a_response_and_the_run_keeps_the_row(
     assert frame.loc["bad", "error_type"] == "response_failed"
     assert "invalid_prompt" in frame.loc["bad", "error"]
     assert frame.loc["ok", "output"] == "yes" and frame.loc["ok", "passed"]
+
+
+def test_a_second_run_reads_the_responses_from_the_cache(
+    openai: FakeOpenAI, write: Write, tmp_path: Path
+) -> None:
+    cases = '  - {id: c0, vars: {q: "ANSWER: billing"}}\n  - {id: c1, vars: {q: "FILTER_ME"}}\n'
+    path = write("s.yaml", _suite(O3, "max_tokens: 32", cases=cases))
+    first = load_run(run_suite(load_suite(path), run_settings(tmp_path)).run_dir)
+    second = load_run(run_suite(load_suite(path), run_settings(tmp_path)).run_dir)
+    assert openai.count("/v1/responses") == 2 and second["cached"].all()
+    columns = ["case_id", "output", "finish_reason", "reasoning_tokens", "completion_tokens"]
+    assert second[columns].equals(first[columns])
+    assert first.set_index("case_id")["finish_reason"].to_dict() == {
+        "c0": "stop",
+        "c1": "content_filter",
+    }
