@@ -297,6 +297,7 @@ def test_the_example_suite_runs_into_the_frame_and_the_report(
     assert json.loads(weather["tool_calls"])[0]["parsed"] == {"city": "Paris"}
     html = (run_dir / "report.html").read_text()
     assert "openai/o4-mini" in html and 'data-case="weather"' in html
+    assert "system: Answer in one word unless a tool is needed." in html  # the prompt shown
 
 
 def test_models_named_on_the_command_line_go_to_an_endpoint_of_kind_responses(
@@ -457,7 +458,14 @@ def test_a_failed_response_is_the_rows_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "payload", [[1, 2], {"status": "in_progress", "output": []}, {"output": []}, "text"]
+    "payload",
+    [
+        [1, 2],
+        "text",
+        {"status": "in_progress", "output": []},
+        {"output": []},
+        {"status": "completed", "output": [{"type": "reasoning", "summary": []}]},
+    ],
 )
 def test_a_malformed_response_is_a_bad_response(tmp_path: Path, payload: Any) -> None:
     with pytest.raises(ProviderError) as bad:
@@ -537,3 +545,13 @@ def test_a_second_run_reads_the_responses_from_the_cache(
         "c0": "stop",
         "c1": "content_filter",
     }
+
+
+def test_a_completed_response_without_output_is_the_rows_error(
+    openai: FakeOpenAI, write: Write, tmp_path: Path
+) -> None:
+    openai.script(["no_choices"])
+    path = write("s.yaml", _suite(GPT41))
+    result = run_suite(load_suite(path), run_settings(tmp_path, max_error_rate=1.0))
+    row = load_run(result.run_dir).iloc[0]
+    assert row["error_type"] == "bad_response" and "no message" in row["error"]

@@ -40,8 +40,10 @@ def parse_response(payload: Any, latency: float, ttft: float | None = None) -> C
         raise ProviderError("bad_response", f"the response's status is {shown[:40]!r}")
     texts: list[str] = []
     calls: list[dict[str, str]] = []
+    answered = False  # a message or a call: a completed response without either is no answer
     for item in as_list(payload.get("output")):
         item = as_dict(item)
+        answered = answered or item.get("type") in ("message", "function_call")
         if item.get("type") == "message":
             texts += [
                 part["text"]
@@ -58,6 +60,8 @@ def parse_response(payload: Any, latency: float, ttft: float | None = None) -> C
                     "arguments": str(item.get("arguments") or ""),
                 }
             )
+    if status == "completed" and not answered:
+        raise ProviderError("bad_response", "the completed response has no message and no call")
     if status == "completed":
         finish = "tool_calls" if calls else "stop"
     else:
