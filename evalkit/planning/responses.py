@@ -31,7 +31,6 @@ _NOT_RESPONSES = (
 _SENT_AS_IS = ("temperature", "top_p", "user", "stream", "parallel_tool_calls")
 MIN_OUTPUT_TOKENS = 16  # CreateResponse: max_output_tokens minimum
 _INSTRUCTION_ROLES = ("system", "developer")
-_NO_PARTS: list[dict[str, Any]] = []
 
 
 def responses_body(
@@ -92,7 +91,7 @@ def _items(message: dict[str, Any]) -> list[dict[str, Any]]:
     content = message.get("content")
     if content is not None and content != "":
         items.append({"role": role, "content": _content(content, role)})
-    for call in message.get("tool_calls") or _NO_PARTS:
+    for call in message.get("tool_calls") or ():
         function = call["function"]
         items.append(
             {
