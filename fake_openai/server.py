@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -32,7 +33,7 @@ from typing import Any
 
 from aiohttp import web
 
-from fake_openai import answers
+from fake_openai import answers, responses
 from fake_openai.batch_files import FileStore, add_file_routes
 from fake_openai.batch_routes import add_batch_routes
 from fake_openai.batches import BatchService
@@ -125,6 +126,7 @@ class FakeOpenAI:
                 "/v1/chat/completions": lambda b, rid: answers.answer(b, True, self.tokenizer, rid),
                 "/v1/completions": lambda b, rid: answers.answer(b, False, self.tokenizer, rid),
                 "/v1/moderations": lambda b, rid: answers.moderation_answer(b),
+                "/v1/responses": lambda b, rid: responses.answer(b, self.tokenizer, rid),
             },
             lambda: f"req_{next(self._ids)}",
             seconds=batch_seconds,
@@ -314,6 +316,7 @@ class FakeOpenAI:
         app.router.add_post("/v1/completions", self._handle_completions)
         app.router.add_get("/v1/models", self._handle_models)
         app.router.add_post("/v1/moderations", self._handle_moderations)
+        app.router.add_post("/v1/responses", functools.partial(responses.handle, self))
         app.router.add_get("/_stats", self._handle_stats)
         app.router.add_post("/_reset", self._handle_reset)
         app.router.add_post("/_script", self._handle_script)

@@ -33,6 +33,11 @@ SCHEMA_NAMES: dict[str, str] = {
 @cache
 def spec() -> dict[str, Any]:
     loaded: dict[str, Any] = json.loads(SPEC_PATH.read_text(encoding="utf-8"))
+    # The API tells a Responses input item's kinds apart by its `type` (the schema's
+    # discriminator), which JSON Schema's oneOf does not read: a message with content parts
+    # is both an EasyInputMessage and an InputMessage, so "exactly one" would refuse it.
+    item = loaded["components"]["schemas"]["InputItem"]
+    item["anyOf"] = item.pop("oneOf")
     return loaded
 
 

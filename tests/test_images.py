@@ -354,3 +354,32 @@ def test_a_judge_reads_the_prompt_with_images_as_placeholders(write: Write, tmp_
     planner = Planner(suite, [lookup_target(suite)])
     group = next(iter(planner.walk())).groups[0]
     assert prompt_text(group).splitlines()[1] == "user: What colour is red? [image]"
+
+
+def test_on_the_responses_api_pictures_are_input_images_kept_as_hashes(
+    openai: FakeOpenAI, write: Write, tmp_path: Path
+) -> None:
+    import hashlib
+
+    red = picture("PNG", 8, 8, "red")
+    save(tmp_path, "photos/red.png", red)
+    save(tmp_path, "photos/blue.png", picture("PNG", 8, 8, "blue"))
+    text = SUITE.replace(
+        "models: [openai/gpt-4o]", "models: [{id: openai/gpt-4o, kind: responses}]"
+    )
+    text = text.replace("max_tokens: 8", "max_tokens: 16")
+    result = run_suite(load_suite(write("s.yaml", text)), run_settings(tmp_path))
+    sent = [r.body for r in openai.requests if r.path.endswith("/responses")]
+    assert len(sent) == 2
+    for body in sent:
+        assert_valid("responses", body)
+    parts = [p for b in sent for p in b["input"][0]["content"] if p["type"] == "input_image"]
+    assert {p["detail"] for p in parts} == {"low"}
+    assert "data:image/png;base64," + base64.b64encode(red).decode() in [
+        p["image_url"] for p in parts
+    ]
+    journal = (result.run_dir / "journal.jsonl").read_text()
+    assert "base64" not in journal
+    assert REF_PREFIX + hashlib.sha256(red).hexdigest() in journal
+    (html,) = write_reports(result.run_dir, formats=["html"])
+    assert Path(html).read_text().count('<img class="thumb"') == 2

@@ -14,7 +14,8 @@ import re
 from dataclasses import dataclass, replace
 from typing import Literal
 
-EndpointKind = Literal["chat", "completions", "both", "moderation"]
+# "responses": sent to the Responses API (/v1/responses), whatever the prompt's shape
+EndpointKind = Literal["chat", "completions", "both", "moderation", "responses"]
 
 
 @dataclass(frozen=True)

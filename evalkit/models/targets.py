@@ -70,6 +70,9 @@ def resolve(
         if endpoint.api_key_env and env.get(endpoint.api_key_env):
             check_key(endpoint.api_key_env, env[endpoint.api_key_env])
         base = generic(spec.id, endpoint.kind, endpoint.context_window or 8_192)
+        listed = lookup(spec.id) if provider == "openai" else None
+        if listed is not None:  # `openai` redeclared (e.g. `kind: responses`): still OpenAI's
+            base = _on_endpoint(listed, endpoint)
         return Target(
             id=spec.id,
             label=spec.label or (endpoint.label and f"{endpoint.label}/{model}") or spec.id,
@@ -127,6 +130,15 @@ def resolve(
         tpm=spec.tpm,
         path=spec.path,
     )
+
+
+def _on_endpoint(info: ModelInfo, endpoint: Endpoint) -> ModelInfo:
+    """A catalogue model on a declared endpoint named `openai`: its prices, window and
+    reasoning kept, the endpoint's own `kind` and `context_window` (when given) winning;
+    a moderation model stays one."""
+    given = endpoint.model_fields_set
+    kind = endpoint.kind if "kind" in given and info.kind != "moderation" else info.kind
+    return with_overrides(info, kind=kind, context_window=endpoint.context_window)
 
 
 _HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")  # RFC 9110: visible ASCII, space, tab

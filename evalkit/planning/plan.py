@@ -2,7 +2,8 @@
 
 The endpoint follows the model: a string prompt sent to a chat model becomes one user
 message, so one suite compares `gpt-3.5-turbo-instruct` with `gpt-3.5-turbo`; a message list
-sent to a completions-only model, or a `suffix` sent to a chat model, cannot be sent.
+sent to a completions-only model, or a `suffix` sent to a chat model, cannot be sent. A
+model of `kind: responses` takes either shape on the Responses API (`responses.py`).
 The pass over a whole suite, shared by validation, the estimate, resume and the run, is
 `planner.py`.
 """
@@ -17,12 +18,13 @@ from typing import Any, Literal
 from evalkit.errors import Unsendable
 from evalkit.models.catalog import ModelInfo
 from evalkit.models.targets import Target
+from evalkit.planning.responses import responses_body
 from evalkit.suite.checkspec import Check
 from evalkit.suite.params import Params
 from evalkit.suite.render import Rendered
 from evalkit.suite.spec import Case, Suite, Variant
 
-Endpoint = Literal["chat", "completions", "moderations"]
+Endpoint = Literal["chat", "completions", "moderations", "responses"]
 # json.dumps(body, sort_keys=True, separators=(",", ":")), its encoder built once
 _WIRE = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
@@ -80,8 +82,22 @@ class Request:
     @property
     def max_tokens(self) -> int | None:
         """The output budget, under whichever name the body carries it."""
-        value = self.body.get("max_tokens", self.body.get("max_completion_tokens"))
+        body = self.body
+        value = body.get("max_tokens", body.get("max_completion_tokens"))
+        if value is None:
+            value = body.get("max_output_tokens")
         return value if isinstance(value, int) else None
+
+    @property
+    def prompt(self) -> Any:
+        """The prompt as the journal keeps it: the messages sent (on the Responses API, its
+        instructions as the system message before the input items), or the prompt string."""
+        body = self.body
+        if self.endpoint == "responses":
+            given = body.get("instructions")
+            system = [{"role": "system", "content": given}] if given is not None else []
+            return [*system, *body["input"]]
+        return body.get("messages") if self.endpoint == "chat" else body.get("prompt")
 
     @property
     def choices(self) -> int:
@@ -94,6 +110,13 @@ def endpoint_for(rendered: Rendered, info: ModelInfo) -> Endpoint:
     """Which endpoint carries `rendered` to the model described by `info`."""
     if info.kind == "moderation":
         raise Unsendable(f"{info.id} is a moderation model: use it in a moderation check")
+    if info.kind == "responses":
+        if rendered.suffix is not None:
+            raise Unsendable(
+                f"insert mode (suffix) needs the completions endpoint, but {info.id} is sent to "
+                "the Responses API (kind: responses), which has no suffix"
+            )
+        return "responses"
     if rendered.suffix is not None:
         if rendered.is_chat:
             raise Unsendable(
@@ -126,6 +149,9 @@ def build_body(
     """The JSON body for `endpoint`, following the official API description; `reasoning`: the
     model is a reasoning model (`ModelInfo.reasoning`)."""
     values = params.set_values()
+    if endpoint == "responses":
+        _check_reasoning(model, values, reasoning)
+        return responses_body(model, _messages(rendered), values)
     if endpoint == "chat":
         wrong = [name for name in _COMPLETIONS_ONLY if name in values]
         if wrong:
@@ -252,6 +278,6 @@ class Group:
 
     def prompt_part(self) -> dict[str, Any]:
         """What of the body is prompt (and must fit the context window with the answer)."""
-        if self.endpoint == "chat":
+        if self.endpoint in ("chat", "responses"):
             return {"messages": _messages(self.rendered)}
         return {"prompt": self.rendered.prompt or "", "suffix": self.rendered.suffix}

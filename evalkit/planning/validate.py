@@ -201,6 +201,8 @@ def _check_sendable(group: Group, sendable: set[tuple[object, ...]], report: _Pr
     if key in sendable:
         return
     sendable.add(key)
+    if group.endpoint == "responses" and _responses_problem(group, report):
+        return
     try:
         build_body(group.endpoint, target.model, rendered, params, target.info.reasoning)
     except Unsendable as exc:
@@ -220,6 +222,22 @@ def _check_sendable(group: Group, sendable: set[tuple[object, ...]], report: _Pr
         if unsupported:
             what = ", ".join(unsupported)
             report.add(("params",), f"{target.id}: local models do not support {what}")
+
+
+def _responses_problem(group: Group, report: _Problems) -> bool:
+    """What no body can fix on the Responses API (kind: responses); True when found."""
+    target = group.target
+    if target.provider == "local":
+        report.add(("models",), f"{target.id}: local models do not speak the Responses API")
+        return True
+    if group.select == "best_logprob":
+        report.add(
+            ("select",),
+            f"{target.id}: select: best_logprob ranks samples by their logprobs, which the "
+            "Responses API (kind: responses) does not return; use first_stop or until_stop",
+        )
+        return True
+    return False
 
 
 def _check_judge(

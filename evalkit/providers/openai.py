@@ -1,8 +1,10 @@
-"""Any OpenAI-compatible HTTP server: chat and legacy completions, plain or streamed.
+"""Any OpenAI-compatible HTTP server: chat, legacy completions and the Responses API, plain or
+streamed.
 
 This module sends an attempt and bounds it; reading the answer is split by what it is: the
-body within its cap (`bodies.py`), a JSON answer (`answers.py`), a stream (`streams.py`), and
-a failure named as a `ProviderError` (`failures.py`).
+body within its cap (`bodies.py`), a JSON answer (`answers.py`; a Responses API one,
+`responses.py`), a stream (`streams.py`), and a failure named as a `ProviderError`
+(`failures.py`).
 
 HTTP goes through httpx's API over an aiohttp transport (`httpx-aiohttp`): plain
 `httpx.AsyncClient`'s pool costs ~25 ms of CPU per request at 100 in flight, the aiohttp
@@ -37,10 +39,16 @@ from evalkit.providers import Completion, ProviderError
 from evalkit.providers.answers import parse, parse_json
 from evalkit.providers.bodies import ERROR_BODY_BYTES, body_cap, read_body
 from evalkit.providers.failures import http_error, transport_error
+from evalkit.providers.responses import parse_response
 from evalkit.providers.scrub import Scrubber
-from evalkit.providers.streams import read_stream
+from evalkit.providers.streams import read_events, read_stream
 
-_PATHS = {"chat": "/chat/completions", "completions": "/completions", "moderations": "/moderations"}
+_PATHS = {
+    "chat": "/chat/completions",
+    "completions": "/completions",
+    "moderations": "/moderations",
+    "responses": "/responses",
+}
 
 
 def make_transport(max_connections: int) -> httpx.AsyncBaseTransport:
@@ -181,6 +189,10 @@ async def _read(response: httpx.Response, request: Request, started: float) -> C
         raise http_error(response.status_code, body, response.headers)
     is_json = "json" in response.headers.get("content-type", "")
     if request.body.get("stream") and not is_json:
+        if request.endpoint == "responses":
+            return await read_events(response, request, started)
         return await read_stream(response, request, started)
     payload = parse_json(await read_body(response, body_cap(request), request), "response")
+    if request.endpoint == "responses":
+        return parse_response(payload, time.perf_counter() - started)
     return parse(payload, request, time.perf_counter() - started)

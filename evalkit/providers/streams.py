@@ -1,4 +1,5 @@
-"""An OpenAI server-sent-event stream → `Completion`, assembled chunk by chunk per choice.
+"""An OpenAI server-sent-event stream → `Completion`, assembled chunk by chunk per choice (a
+Responses API stream, event by event, until the event that carries the whole response).
 
 A stream is only an answer once it said `[DONE]` and every choice it carried finished: a
 server that cut it short (e.g. to serve another request) would otherwise leave a truncated
@@ -28,6 +29,7 @@ from evalkit.providers.answers import (
 )
 from evalkit.providers.bodies import lines
 from evalkit.providers.failures import error_in
+from evalkit.providers.responses import StreamedResponse
 
 
 async def read_stream(response: httpx.Response, request: Request, started: float) -> Completion:
@@ -41,6 +43,21 @@ async def read_stream(response: httpx.Response, request: Request, started: float
                     return answer.completion()
                 answer.add(parse_json(data.encode(), "stream chunk"))
     raise ProviderError("truncated_stream", "the stream ended without [DONE]", retryable=True)
+
+
+async def read_events(response: httpx.Response, request: Request, started: float) -> Completion:
+    """The completion in a Responses API stream: typed events (`data:` lines, each naming its
+    `type`), whole once an event carries the final response; there is no [DONE]."""
+    answer = StreamedResponse(started)
+    async with contextlib.aclosing(lines(response, request)) as stream:
+        async for line in stream:
+            if line.startswith("data:"):
+                done = answer.add(parse_json(line[5:].strip().encode(), "stream event"))
+                if done is not None:
+                    return done
+    raise ProviderError(
+        "truncated_stream", "the stream ended before the response was complete", retryable=True
+    )
 
 
 class _Streamed:

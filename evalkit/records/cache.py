@@ -211,7 +211,15 @@ def explain(folder: Path, run_dir: Path, case: str, model: str) -> list[dict[str
 def _body_from_journal(entry: Mapping[str, Any]) -> dict[str, Any]:
     """The request body as sent, rebuilt from its journal line."""
     body: dict[str, Any] = {"model": str(entry.get("model_id", "")).split("/", 1)[-1]}
-    body["messages" if entry.get("endpoint") == "chat" else "prompt"] = entry.get("prompt")
+    prompt = entry.get("prompt")
+    if entry.get("endpoint") == "responses" and isinstance(prompt, list):
+        # the journal keeps the instructions as a system message before the input items
+        first = prompt[0] if prompt else None
+        if isinstance(first, dict) and first.get("role") == "system":
+            body["instructions"], prompt = first.get("content"), prompt[1:]
+        body["input"] = prompt
+    else:
+        body["messages" if entry.get("endpoint") == "chat" else "prompt"] = prompt
     if entry.get("suffix") is not None:
         body["suffix"] = entry["suffix"]
     return {**body, **(entry.get("params") or {})}

@@ -28,7 +28,7 @@ VerdictKey = tuple[str, str, str, int, str]  # a slot, the graded sample and the
 _JSON = json.JSONEncoder(separators=(",", ":"), default=str)
 _DECODER = json.JSONDecoder()
 _ROW_HEAD = '{"choices":['  # how every cache row this module writes starts
-_WIRE_KEYS = frozenset({"model", "messages", "prompt", "suffix"})
+_WIRE_KEYS = frozenset({"model", "messages", "prompt", "suffix", "input", "instructions"})
 
 
 class ChoiceRecord(TypedDict, total=False):
@@ -179,7 +179,7 @@ def request_entry(
         "n": request.choices,
         "vars": request.case.vars,
         "must_pass": request.case.must_pass,
-        "prompt": body.get("messages") if request.endpoint == "chat" else body.get("prompt"),
+        "prompt": request.prompt,
         "suffix": body.get("suffix"),
         "params": {k: v for k, v in body.items() if k not in _WIRE_KEYS},
         "max_tokens": request.max_tokens,

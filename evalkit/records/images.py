@@ -29,6 +29,19 @@ def has_images(wire: str) -> bool:
     return "data:image/" in wire
 
 
+def image_urls(prompt: Any) -> list[str]:
+    """The image URLs of a recorded prompt's parts, in order (chat or Responses shape)."""
+    found = []
+    for message in prompt if isinstance(prompt, list) else []:
+        content = message.get("content") if isinstance(message, dict) else None
+        for part in content if isinstance(content, list) else []:
+            image = part.get("image_url") if isinstance(part, dict) else None
+            url = image.get("url") if isinstance(image, dict) else image
+            if isinstance(url, str):
+                found.append(url)
+    return found
+
+
 def thumbnail_path(run_dir: Path, ref: str) -> Path | None:
     """Where the thumbnail of a recorded image URL is, when `ref` is one."""
     if not ref.startswith(REF_PREFIX):
@@ -56,7 +69,9 @@ class ImageRefs:
         return [self._message(m) for m in messages]
 
     def body(self, body: dict[str, Any]) -> dict[str, Any]:
-        return {**body, "messages": self.messages(body.get("messages"))}
+        """A chat or Responses API body with its pictures recorded as hashes."""
+        key = "input" if "input" in body else "messages"
+        return {**body, key: self.messages(body.get(key))}
 
     def _message(self, message: Any) -> Any:
         if not isinstance(message, dict) or not isinstance(message.get("content"), list):
@@ -64,7 +79,10 @@ class ImageRefs:
         return {**message, "content": [self._part(p) for p in message["content"]]}
 
     def _part(self, part: Any) -> Any:
+        """A chat part (`image_url: {url}`) or a Responses one (`input_image`, `image_url: URL`)."""
         image = part.get("image_url") if isinstance(part, dict) else None
+        if isinstance(image, str) and image.startswith("data:"):
+            return {**part, "image_url": self._ref(image)}
         if not isinstance(image, dict):
             return part
         url = image.get("url")

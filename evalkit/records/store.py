@@ -119,7 +119,7 @@ class RunDir:
         later append repeats why."""
         if self._journal is None:
             raise RunError(self._failure or f"the journal {self.path / JOURNAL} is not open")
-        if entry.get("endpoint") == "chat":
+        if entry.get("endpoint") in ("chat", "responses"):
             prompt = self._images.messages(entry.get("prompt"))
             if prompt is not entry.get("prompt"):
                 entry = {**entry, "prompt": prompt}

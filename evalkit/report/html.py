@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evalkit.console import fmt
-from evalkit.records.images import REF_PREFIX, thumbnail_path
+from evalkit.records.images import REF_PREFIX, image_urls, thumbnail_path
 from evalkit.report import records
 from evalkit.suite.images import content_text
 
@@ -291,16 +291,10 @@ def thumbnails(run_dir: Path, prompt: object) -> list[str]:
     except ValueError:
         return []
     found = []
-    for message in messages if isinstance(messages, list) else []:
-        content = message.get("content") if isinstance(message, dict) else None
-        for part in content if isinstance(content, list) else []:
-            image = part.get("image_url") if isinstance(part, dict) else None
-            url = image.get("url") if isinstance(image, dict) else None
-            path = thumbnail_path(run_dir, url) if isinstance(url, str) else None
-            if path is not None and path.is_file():
-                found.append(
-                    f"data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}"
-                )
+    for url in image_urls(messages):
+        path = thumbnail_path(run_dir, url)
+        if path is not None and path.is_file():
+            found.append(f"data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}")
     return found
 
 

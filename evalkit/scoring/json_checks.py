@@ -132,6 +132,13 @@ def tool_args_valid(arg: Any, output: str, record: Record) -> Verdict:
         if isinstance(t, dict) and isinstance(t.get("function"), dict)
     }
     declared.update({f["name"]: f.get("parameters") for f in params.get("functions") or []})
+    declared.update(  # the Responses API's function tools are flat: {type, name, parameters}
+        {
+            t["name"]: t.get("parameters")
+            for t in params.get("tools") or []
+            if isinstance(t, dict) and "name" in t
+        }
+    )
     for call in _calls(record):
         name = call.get("name")
         if name not in declared:

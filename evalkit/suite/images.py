@@ -39,7 +39,7 @@ def content_text(content: object) -> str:
     if not isinstance(content, list):
         return "" if content is None else str(content)
     return " ".join(
-        str(part.get("text", "")) if part.get("type") == "text" else "[image]"
+        "[image]" if "image" in str(part.get("type")) else str(part.get("text", ""))
         for part in content
         if isinstance(part, dict)
     )
