@@ -121,8 +121,8 @@ class BettingConfidenceSequence:
         alive = np.flatnonzero(self._alive)
         lo, hi = lo_possible, hi_possible
         if alive.size:
-            lo = max(lo, self._grid[alive[0]] - self._step)
-            hi = min(hi, self._grid[alive[-1]] + self._step)
+            lo = max(lo, float(self._grid[alive[0]]) - self._step)
+            hi = min(hi, float(self._grid[alive[-1]]) + self._step)
         if lo > hi:  # only rounding can do this, at the very end
             lo = hi = min(max(lo, lo_possible), hi_possible)
         span = self.high - self.low
