@@ -10,6 +10,8 @@ a seeded random order in rounds of 20, then ×1.5 (`round_sizes`), and feeds eve
   each way by noise (P(baseline only) = 0.05 + Δ, P(candidate only) = 0.05); baseline 80%.
 * independent: baseline passes with 80%, the candidate with 80% − Δ, independently per case
   (the most discordant pairs a pass-rate difference can come with: the hardest case).
+* scores: each case has a difficulty p ~ Beta(4, 1) (mean 0.8); its score on a side is the
+  share of 5 samples that pass, at p for the baseline and p − Δ for the candidate.
 
 Printed as Markdown: for each setting, how often each verdict came (the false-alarm rate at
 Δ = 0 with its 95% Wilson interval; the power otherwise) and the mean share of the suite
@@ -35,6 +37,7 @@ from evalkit.analysis.stats import wilson
 
 BASE = 0.8  # the baseline's pass rate
 NOISE = 0.05  # correlated: the share of cases that flip each way with no true difference
+SAMPLES = 5  # scores: samples averaged within a case
 
 
 def cpu_model() -> str:
@@ -55,6 +58,10 @@ def cell_probabilities(kind: str, delta: float) -> tuple[float, float, float]:
 
 def draw_suite(rng: np.random.Generator, kind: str, delta: float, n: int) -> np.ndarray:
     """(n, 2) outcomes (baseline, candidate), in the random order they are sent."""
+    if kind == "scores":
+        p = rng.beta(4, 1, size=n)
+        sides = np.stack([p, np.clip(p - delta, 0, 1)], axis=1)
+        return rng.binomial(SAMPLES, sides) / SAMPLES
     both, a_only, b_only = cell_probabilities(kind, delta)
     cells = np.array([[1, 1], [1, 0], [0, 1], [0, 0]])
     probabilities = [both, a_only, b_only, 1 - both - a_only - b_only]
@@ -70,7 +77,11 @@ def simulate(
     for _ in range(sims):
         suite = draw_suite(rng, kind, delta, n)
         comparison = SequentialComparison(
-            n, mode=mode, margin=margin, dearer="B" if margin and mode == "choice" else None
+            n,
+            mode=mode,
+            outcome="score" if kind == "scores" else "pass_fail",
+            margin=margin,
+            dearer="B" if margin and mode == "choice" else None,
         )
         start = 0
         for size in sizes:
@@ -118,6 +129,9 @@ def main() -> None:
         settings.append((label, kind, 0.0, "choice", None, {"A better", "B better"}))
         label = f"gate + margin 5 points, {kind}, Δ = 0: no regression"
         settings.append((label, kind, 0.0, "gate", 0.05, {"no regression"}))
+    for points in (0, 10):
+        label = f"gate, scores, Δ = {points} points: regression"
+        settings.append((label, "scores", points / 100, "gate", None, {"regression"}))
     for index, (label, kind, delta, mode, margin, alarm) in enumerate(settings):
         decisions = simulate(kind, delta, mode, margin, args.sims, args.suite, args.seed + index)
         print(row(label, decisions, alarm), flush=True)

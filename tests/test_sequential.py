@@ -11,7 +11,7 @@ from scipy import stats as scipy_stats
 
 from evalkit.analysis.sequential import SequentialComparison, round_sizes
 from evalkit.analysis.sequential_binary import discordant_e_value, log_discordant_e_value
-from evalkit.analysis.sequential_mean import BettingConfidenceSequence
+from evalkit.analysis.sequential_mean import BettingConfidenceSequence, BettingTest
 from evalkit.analysis.stats import paired_min_detectable_difference
 
 # --- the e-process on discordant pairs ------------------------------------------------------
@@ -83,23 +83,30 @@ def test_e_process_false_alarms_stay_under_alpha_when_peeked_at_often() -> None:
 # --- the betting confidence sequence, without replacement -----------------------------------
 
 
-def reference_capital(x: list[float], m: float, n: int, alpha: float) -> list[float]:
-    """The hedged capital max(½K⁺, ½K⁻) for the unit-scale candidate m, one value at a time,
-    written straight from the paper's definitions (inf where m has become impossible)."""
+def reference_capitals(
+    x: list[float], m: float, n: int | None, alpha: float
+) -> list[tuple[float, float]]:
+    """(K⁺, K⁻) for the unit-scale candidate m, one value at a time, written straight from
+    the paper's definitions; n the population (without replacement) or None (with)."""
     plus = minus = 1.0
     total, squares, out = 0.0, 0.25, []
     for t, value in enumerate(x, start=1):
-        mu = (n * m - total) / (n - t + 1)
-        if not 0 <= mu <= 1:
-            out.append(math.inf)
+        mu = m if n is None else (n * m - total) / (n - t + 1)
+        if not 0 <= mu <= 1:  # m has become impossible
+            out.append((math.inf, math.inf))
         else:
             bet = math.sqrt(2 * math.log(2 / alpha) / (squares / t * t * math.log(1 + t)))
             plus *= 1 + min(bet, 0.5 / mu if mu else math.inf) * (value - mu)
             minus *= 1 - min(bet, 0.5 / (1 - mu) if mu < 1 else math.inf) * (value - mu)
-            out.append(max(plus, minus) / 2)
+            out.append((plus, minus))
         total += value
         squares += (value - (0.5 + total) / (t + 1)) ** 2
     return out
+
+
+def reference_capital(x: list[float], m: float, n: int, alpha: float) -> list[float]:
+    """The hedged capital max(½K⁺, ½K⁻)."""
+    return [max(plus, minus) / 2 for plus, minus in reference_capitals(x, m, n, alpha)]
 
 
 def test_interval_matches_the_papers_capital_computed_one_value_at_a_time() -> None:
@@ -163,6 +170,32 @@ def test_interval_shrinks_to_the_exact_suite_mean() -> None:
     assert sequence.interval() == pytest.approx((population.mean(), population.mean()), abs=1e-12)
     with pytest.raises(ValueError, match="population"):
         sequence.update([0.0])
+
+
+def test_betting_test_matches_the_papers_capital_with_replacement() -> None:
+    rng = np.random.default_rng(8)
+    values = rng.uniform(-1, 1, size=90)
+    test = BettingTest(0.0, level=2 / 0.05)
+    test.update(values[:40].tolist())
+    test.update(values[40:].tolist())
+    plus, minus = reference_capitals(((values + 1) / 2).tolist(), 0.5, None, 0.05)[-1]
+    assert (test.log_above, test.log_below) == pytest.approx((math.log(plus), math.log(minus)))
+
+
+def test_betting_test_false_alarms_stay_under_alpha() -> None:
+    """Mean-zero i.i.d. scores (symmetric, clipped), peeked at every 5 values: K⁻ reaches 1/α at most α of the time."""
+    rng = np.random.default_rng(24)
+    sims, alpha = 400, 0.1
+    alarms = 0
+    for _ in range(sims):
+        test = BettingTest(0.0, level=1 / alpha)
+        values = np.clip(rng.normal(0, rng.uniform(0.1, 0.6), size=300), -1, 1)
+        for start in range(0, 300, 5):
+            test.update(values[start : start + 5].tolist())
+            if test.log_below >= math.log(1 / alpha):
+                alarms += 1
+                break
+    assert alarms / sims <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / sims)
 
 
 def test_interval_rejects_values_out_of_range() -> None:
@@ -264,7 +297,21 @@ def test_scores_decide_by_the_interval() -> None:
     gate = SequentialComparison(500, mode="gate", outcome="score")
     run(gate, baseline.tolist(), candidate.tolist())
     assert gate.decision.verdict == "regression" and gate.decision.high < 0
-    assert gate.decision.cases < 250 and math.isnan(gate.decision.log_e_a)
+    assert gate.decision.cases < 250 and gate.decision.log_e_a >= math.log(1 / 0.05)
+
+
+def test_a_score_gate_does_not_call_noise_a_regression_at_the_end() -> None:
+    """No true difference: the whole suite runs, its exact mean difference is as often
+    negative as not, and yet the gate says "regression" at most α of the time."""
+    rng = np.random.default_rng(77)
+    sims, n, alpha = 200, 100, 0.1
+    alarms = 0
+    for _ in range(sims):
+        a, b = rng.uniform(0, 1, size=(2, n))
+        gate = SequentialComparison(n, mode="gate", outcome="score", alpha=alpha)
+        run(gate, a.tolist(), b.tolist())
+        alarms += gate.decision.verdict == "regression"
+    assert alarms / sims <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / sims)
 
 
 def test_false_alarms_stay_under_alpha_over_rounds() -> None:

@@ -11,11 +11,14 @@ sent in a seeded random order. After each round, `update(a, b)` returns a
   the dearer side named, "not better by margin" (the dearer one is not better by δ: choose
   the cheaper); "no difference" when the suite ran out first.
 
-Which test decides: pass/fail directions use the e-process on discordant pairs
-(`sequential_binary`), at 1/α in a gate (one direction is tested) and 2/α per direction in a
-choice (two are, each at α/2); margins, and every score decision, use the betting confidence
-sequence for the suite's mean difference b − a (`sequential_mean`), which is also the interval
-reported. Both are anytime-valid, so deciding after every round keeps the error rate at α.
+Which test decides: which side is better, a question about cases like these in general, is
+the e-process on discordant pairs for pass/fail (`sequential_binary`) and the betting test of
+a zero mean difference for scores (`sequential_mean.BettingTest`), at 1/α in a gate (one
+direction is tested) and 2/α per direction in a choice (two are, each at α/2). The interval
+reported, and the margins, are the betting confidence sequence for this suite's mean
+difference b − a, sampled without replacement (`sequential_mean`): it is exact once every
+case is sent, so it must not decide a direction then (it would call noise a difference).
+All are anytime-valid: deciding after every round keeps each error rate at α.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from evalkit.analysis.sequential_binary import log_discordant_e_value
-from evalkit.analysis.sequential_mean import BettingConfidenceSequence
+from evalkit.analysis.sequential_mean import BettingConfidenceSequence, BettingTest
 
 Mode = Literal["gate", "choice"]
 Outcome = Literal["pass_fail", "score"]
@@ -51,8 +54,8 @@ class SequentialDecision:
     mean: float  # the mean of b − a over the cases used
     low: float
     high: float
-    log_e_a: float  # log e-value for "A (or the baseline) is better": pass/fail only, else nan
-    log_e_b: float
+    log_e_a: float  # log e-value for "A (the baseline in a gate) is better"
+    log_e_b: float  # ... and for "B (the candidate) is better"
 
     @property
     def decided(self) -> bool:
@@ -86,7 +89,9 @@ class SequentialComparison:
         self.suite_size, self.mode, self.outcome = suite_size, mode, outcome
         self.alpha, self.margin, self.dearer = alpha, margin, dearer
         self._interval = BettingConfidenceSequence(suite_size, alpha, -1.0, 1.0, grid)
-        self._log_bar = math.log((1 if mode == "gate" else 2) / alpha)
+        level = (1 if mode == "gate" else 2) / alpha
+        self._log_bar = math.log(level)
+        self._direction = BettingTest(0.0, level)  # scores only; pass/fail count pairs
         self._a_only = self._b_only = 0  # discordant pairs: pass on one side only
         self._decision = self._judge()
 
@@ -111,16 +116,19 @@ class SequentialComparison:
         self._a_only += sum(x > y for x, y in pairs)
         self._b_only += sum(y > x for x, y in pairs)
         self._interval.update(y - x for x, y in pairs)
+        if self.outcome == "score":
+            self._direction.update(y - x for x, y in pairs)
         self._decision = self._judge()
         return self._decision
 
     def _judge(self) -> SequentialDecision:
         low, high = self._interval.interval()
-        binary = self.outcome == "pass_fail"
-        log_e_a = log_discordant_e_value(self._a_only, self._b_only) if binary else math.nan
-        log_e_b = log_discordant_e_value(self._b_only, self._a_only) if binary else math.nan
-        a_better = log_e_a >= self._log_bar if binary else high < 0
-        b_better = log_e_b >= self._log_bar if binary else low > 0
+        if self.outcome == "pass_fail":
+            log_e_a = log_discordant_e_value(self._a_only, self._b_only)
+            log_e_b = log_discordant_e_value(self._b_only, self._a_only)
+        else:
+            log_e_a, log_e_b = self._direction.log_below, self._direction.log_above
+        a_better, b_better = log_e_a >= self._log_bar, log_e_b >= self._log_bar
         exhausted = self._interval.seen == self.suite_size
         verdict: Verdict = "undecided"
         margin = self.margin
