@@ -1,15 +1,16 @@
 """Simulation benchmark of the sequential decisions (issue 16): counts, not seconds.
 
     nice python benchmarks/sequential_sim.py [--sims 2000] [--suite 1000] [--seed 0]
+                                             [--first 20] [--growth 1.5]
 
-Each simulated comparison draws a suite of `--suite` paired pass/fail outcomes, sends them in
-a seeded random order in rounds of 20, then ×1.5 (`round_sizes`), and feeds every round to a
-`SequentialComparison` until it decides. Two ways the outcomes can be related:
+Each simulated comparison draws a suite of `--suite` paired outcomes, sends them in a seeded
+random order in rounds of 20, then ×1.5 (`round_sizes`; `--first`, `--growth`), and feeds
+every round to a `SequentialComparison` until it decides. How the outcomes are related:
 
 * correlated: the candidate breaks Δ of the cases the baseline passes, and 5% of cases flip
   each way by noise (P(baseline only) = 0.05 + Δ, P(candidate only) = 0.05); baseline 80%.
 * independent: baseline passes with 80%, the candidate with 80% − Δ, independently per case
-  (the most discordant pairs a pass-rate difference can come with: the hardest case).
+  (two unrelated models: a third of the cases disagree, so the signal is much noisier).
 * scores: each case has a difficulty p ~ Beta(4, 1) (mean 0.8); its score on a side is the
   share of 5 samples that pass, at p for the baseline and p − Δ for the candidate.
 
@@ -69,10 +70,16 @@ def draw_suite(rng: np.random.Generator, kind: str, delta: float, n: int) -> np.
 
 
 def simulate(
-    kind: str, delta: float, mode: Mode, margin: float | None, sims: int, n: int, seed: int
+    kind: str,
+    delta: float,
+    mode: Mode,
+    margin: float | None,
+    sims: int,
+    sizes: list[int],
+    seed: int,
 ) -> list[SequentialDecision]:
     rng = np.random.default_rng(seed)
-    sizes = round_sizes(n)
+    n = sum(sizes)
     decisions = []
     for _ in range(sims):
         suite = draw_suite(rng, kind, delta, n)
@@ -114,9 +121,12 @@ def main() -> None:
     parser.add_argument("--sims", type=int, default=2000)
     parser.add_argument("--suite", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--first", type=int, default=20, help="the first round's cases")
+    parser.add_argument("--growth", type=float, default=1.5, help="each round's size × this")
     args = parser.parse_args()
+    sizes = round_sizes(args.suite, args.first, args.growth)
     print(f"{args.sims} comparisons per setting, {args.suite} cases, alpha 0.05, seed {args.seed}")
-    print(f"rounds {round_sizes(args.suite)}; {cpu_model()}, Python {platform.python_version()}")
+    print(f"rounds {sizes}; {cpu_model()}, Python {platform.python_version()}")
     print()
     print("| setting | rate of the verdict [95% Wilson] | mean sent | median sent | verdicts |")
     print("|---|---:|---:|---:|---|")
@@ -133,7 +143,7 @@ def main() -> None:
         label = f"gate, scores, Δ = {points} points: regression"
         settings.append((label, "scores", points / 100, "gate", None, {"regression"}))
     for index, (label, kind, delta, mode, margin, alarm) in enumerate(settings):
-        decisions = simulate(kind, delta, mode, margin, args.sims, args.suite, args.seed + index)
+        decisions = simulate(kind, delta, mode, margin, args.sims, sizes, args.seed + index)
         print(row(label, decisions, alarm), flush=True)
 
 
