@@ -5,6 +5,8 @@
   disagree carry information; under "no difference" each disagreement is a fair coin.
 - `paired_bootstrap`: the interval of a mean difference of paired scores.
 - `min_detectable_difference`: the smallest pass-rate change a suite of n cases can detect.
+- `paired_min_detectable_difference`: the same for a paired comparison, from what the pairs
+  showed (their discordance rate, or the spread of their score differences).
 - `holm`: Holm's step-down correction when several pairs are tested at once.
 """
 
@@ -103,6 +105,44 @@ def min_detectable_difference(
     p = min(max(pass_rate, 0.05), 0.95)  # keep the bound informative at the edges
     z = NormalDist().inv_cdf(1 - alpha / 2) + NormalDist().inv_cdf(power)
     return min(1.0, z * math.sqrt(2 * p * (1 - p) / n))
+
+
+def paired_min_detectable_difference(
+    n: int,
+    discordance: float | None = None,
+    sd: float | None = None,
+    alpha: float = 0.05,
+    power: float = 0.8,
+) -> float:
+    """The smallest mean paired difference a fixed-sample two-sided test at `alpha` detects
+    with `power` on n paired cases: what a gate that ran n cases could have seen.
+
+    Pass/fail (`discordance`, the share of cases where the sides disagree): McNemar's test in
+    its normal approximation, whose power at a difference Δ solves (Connor, Biometrics 1987)
+    Δ·√n = z_{1−α/2}·√r + z_power·√(r − Δ²); r is kept at least 1/n, since a suite with no
+    disagreement seen cannot rule one out. Scores (`sd`, of the per-case differences):
+    Δ = (z_{1−α/2} + z_power)·sd/√n. 1.0 when no difference is detectable at all.
+    """
+    if (discordance is None) == (sd is None):
+        raise ValueError("give exactly one of discordance (pass/fail) and sd (scores)")
+    if n <= 0:
+        return math.nan
+    z_alpha = NormalDist().inv_cdf(1 - alpha / 2)
+    z_power = NormalDist().inv_cdf(power)
+    if sd is not None:
+        return min(1.0, (z_alpha + z_power) * sd / math.sqrt(n))
+    r = min(max(float(discordance or 0.0), 1 / n), 1.0)
+
+    def shortfall(delta: float) -> float:  # < 0 while delta is too small to detect
+        return delta * math.sqrt(n) - z_alpha * math.sqrt(r) - z_power * math.sqrt(r - delta**2)
+
+    if shortfall(r) < 0:  # even all disagreements one way (|Δ| = r) is not detectable
+        return 1.0
+    low, high = 0.0, r
+    for _ in range(60):  # bisection: the shortfall grows with delta on [0, r]
+        middle = (low + high) / 2
+        low, high = (middle, high) if shortfall(middle) < 0 else (low, middle)
+    return high
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
