@@ -20,6 +20,8 @@ EXPORTED = {
     *("pass_at_k", "pass_hat_k", "reduce_samples"),
     # comparing, gating, reporting
     *("compare_runs", "RunComparison", "Gate", "write_reports"),
+    # shards and merging them
+    *("Shard", "ShardSize", "shard_of", "shard_sizes", "merge_runs", "Merged", "MergeError"),
     # the response cache
     *("cache_dir", "cache_stats", "clear_cache", "explain_cache"),
     # the error tree

@@ -24,7 +24,6 @@ from evalkit.execution.progress import Progress
 from evalkit.execution.resume import ResumePlan
 from evalkit.execution.send import Paced, SendSettings, Tally
 from evalkit.execution.settings import RunResult, RunSettings
-from evalkit.planning.plan import count_requests
 from evalkit.records.cache import Cache, cache_dir
 from evalkit.records.entries import retire_entry
 from evalkit.records.frame import frame_of_journal
@@ -42,7 +41,7 @@ async def execute(
     """Send the run's plan, every model at once, and finish the run directory."""
     targets, judges, planner = prepared.targets, prepared.judges, prepared.planner
     keys, providers = prepared.keys, prepared.providers
-    totals = {t.label: count_requests(suite, settings.samples) for t in targets}
+    totals = {t.label: planner.requests_per_model for t in targets}
     live = settings.progress if settings.progress is not None else _is_terminal()
     progress = Progress(totals, live)
     cache = (

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from evalkit.errors import InputError, RunError
 from evalkit.execution.execute import execute
@@ -17,6 +18,7 @@ from evalkit.execution.prepare import prepare_run, run_manifest, validated_targe
 from evalkit.execution.resume import plan_resume, unfinished_runs
 from evalkit.execution.settings import RunResult, RunSettings
 from evalkit.planning.estimate import DryRun, estimate, overflow_problems
+from evalkit.planning.shard import Shard
 from evalkit.records.store import RunDir, file_sha256, new_run_id, now_iso, read_manifest
 from evalkit.suite.spec import Suite
 
@@ -34,7 +36,7 @@ def run_suite(suite: Suite, settings: RunSettings | None = None) -> RunResult:
         if unfinished is not None and offer(unfinished):
             return resume_run(unfinished, settings)
     prepared = prepare_run(suite, settings)
-    manifest = run_manifest(suite, prepared.targets, settings)
+    manifest = run_manifest(suite, prepared, settings)
     run = RunDir.create(Path(settings.out), new_run_id(suite.name or "suite"), manifest)
     if settings.on_start is not None:
         settings.on_start(run.path)
@@ -54,6 +56,7 @@ def resume_run(run_dir: Path, settings: RunSettings | None = None) -> RunResult:
         raise InputError(f"{run_dir}: this run is complete; there is nothing to resume")
     options = manifest.get("options", {})
     base = settings or RunSettings()
+    shard = _kept_shard(run_dir, manifest, base.shard)
     settings = replace(
         base,
         models=options.get("models"),
@@ -64,6 +67,7 @@ def resume_run(run_dir: Path, settings: RunSettings | None = None) -> RunResult:
         timeout_s=options.get("timeout_s", base.timeout_s),
         max_cost=base.max_cost if base.max_cost is not None else options.get("max_cost"),
         allow_overflow=options.get("allow_overflow", False),
+        shard=shard,
         out=run_dir.parent,
     )
     suite_path = manifest.get("suite", {}).get("path")
@@ -114,8 +118,25 @@ def dry_run(suite: Suite, settings: RunSettings | None = None) -> DryRun:
     return DryRun(suite.source, estimates, problems)
 
 
+def _kept_shard(run_dir: Path, manifest: dict[str, Any], asked: Shard | None) -> Shard | None:
+    """A resumed run keeps the shard it ran; a `--shard` (or EVALKIT_SHARD) naming another
+    is refused rather than silently ignored."""
+    kept = Shard.of_manifest(manifest.get("shard"))
+    if asked is not None and asked != kept:
+        ran = f"shard {kept}" if kept is not None else "the whole suite"
+        raise InputError(
+            f"cannot resume {run_dir} as shard {asked} (--shard or EVALKIT_SHARD): it ran {ran}, "
+            "and a resume keeps what the run ran"
+        )
+    return kept
+
+
 def _unfinished_run(suite: Suite, settings: RunSettings) -> Path | None:
-    """The latest run of the same suite and models that did not finish, if any."""
+    """The latest run of the same suite, models and shard that did not finish, if any."""
     models = settings.models or [m.id for m in suite.models]
-    found = unfinished_runs(Path(settings.out), suite.source, models)
+    found = [
+        run_dir
+        for run_dir in unfinished_runs(Path(settings.out), suite.source, models)
+        if Shard.of_manifest(read_manifest(run_dir).get("shard")) == settings.shard
+    ]
     return found[-1] if found else None

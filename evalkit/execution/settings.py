@@ -11,6 +11,7 @@ from evalkit.errors import exit_code
 
 if TYPE_CHECKING:
     from evalkit.analysis.compare import RunComparison
+    from evalkit.planning.shard import Shard
 
 
 @dataclass
@@ -33,6 +34,7 @@ class RunSettings:
     refresh: bool = False  # --refresh: write without reading
     cache_dir: Path | None = None
     allow_overflow: bool = False
+    shard: Shard | None = None  # --shard I/N: only the cases of shard I (see planning/shard.py)
     # called with the run directory once it exists, before anything is sent
     on_start: Callable[[Path], None] | None = field(default=None, repr=False)
     # asked whether to resume the latest unfinished run of the same suite and models (True)
