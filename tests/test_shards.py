@@ -27,7 +27,7 @@ import evalkit
 from evalkit.planning.shard import Shard, shard_of, shard_sizes
 from evalkit.records.frame import frame_of_journal
 from fake_openai import FakeOpenAI
-from tests.conftest import cli_env, run_evalkit
+from tests.conftest import cli_env, run_evalkit, run_settings
 
 ROOT = Path(__file__).parent.parent
 SUITE = "suites/support-triage.yaml"
@@ -581,3 +581,56 @@ def test_a_killed_shard_is_refused_then_resumed_and_merged(
         rows(tmp_path / "m")[["case_id", "output", "passed"]],
         rows(tmp_path / "partial")[["case_id", "output", "passed"]],
     )
+
+
+def test_merge_keeps_the_thumbnails_of_every_shards_pictures(
+    openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    colours = ["red", "blue", "green", "yellow", "black", "white"]
+    for colour in colours:
+        (tmp_path / "photos").mkdir(exist_ok=True)
+        Image.new("RGB", (32, 24), colour).save(tmp_path / "photos" / f"{colour}.png")
+    cases = "\n".join(f"  - {{id: {c}, vars: {{name: {c}}}}}" for c in colours)
+    (tmp_path / "s.yaml").write_text(
+        "models: [openai/gpt-4o]\nparams: {max_tokens: 8, temperature: 0}\nprompt:\n"
+        "  - role: user\n    content:\n      - 'What colour is {{ name }}?'\n"
+        f"      - image: photos/{{{{ name }}}}.png\ncases:\n{cases}\n",
+        encoding="utf-8",
+    )
+    env = cli_env(openai.url)
+    shards = []
+    for i in (1, 2):
+        result = run_evalkit(
+            "run", "s.yaml", "--shard", f"{i}/2", "--out", f"s{i}", cwd=tmp_path, env=env
+        )
+        assert result.returncode in (0, 1), result.stderr
+        shards.append(tmp_path / run_dir_of(result))
+    thumbnails = [
+        {p.name for p in (s / "images").iterdir()} for s in shards if (s / "images").is_dir()
+    ]
+    result = merge(*shards, "--out", "m", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    merged = {p.name for p in (tmp_path / "m" / "images").iterdir()}
+    assert len(merged) == len(colours) and merged == set().union(*thumbnails)
+    report = run_evalkit("report", "m", "--format", "html", cwd=tmp_path, env=env)
+    assert report.returncode == 0, report.stderr
+
+
+def test_a_new_shard_run_is_offered_only_an_unfinished_run_of_its_own_shard(
+    openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    suite = evalkit.load_suite(write_suite(tmp_path, suite_text(8)))
+    first = evalkit.run_suite(suite, run_settings(tmp_path, shard=Shard(1, 2)))
+    manifest = json.loads((first.run_dir / "manifest.json").read_text())
+    (first.run_dir / "manifest.json").write_text(json.dumps({**manifest, "status": "interrupted"}))
+    offered: list[Path] = []
+
+    def offer(run_dir: Path) -> bool:
+        offered.append(run_dir)
+        return False
+
+    for shard in (Shard(2, 2), None, Shard(1, 2)):
+        evalkit.run_suite(suite, run_settings(tmp_path, shard=shard, offer_resume=offer))
+    assert offered == [first.run_dir]

@@ -8,8 +8,9 @@ manifest and so the reports then say).
 
 The merged directory is an ordinary run directory: its journal is the shards' journals one
 after the other (their cases are disjoint, so the fold of the whole is the folds of the
-parts), `results.parquet` their rows, and the manifest the shards' own with the shard
-removed, so `load_run`, reports, `compare`, `--baseline` and `--resume` read it like any run.
+parts), `results.parquet` their rows, `images/` their thumbnails, and the manifest the
+shards' own with the shard removed, so `load_run`, reports, `compare`, `--baseline` and
+`--resume` read it like any run.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from evalkit.errors import InputError, MergeError, RunError
 from evalkit.planning.shard import Shard, shard_of
+from evalkit.records.images import FOLDER as IMAGES
 from evalkit.records.store import JOURNAL, MANIFEST, RunDir, read_manifest
 
 if TYPE_CHECKING:
@@ -258,11 +260,10 @@ def _write(
     run = RunDir.create(out.parent, out.name, manifest)
     try:
         _copy_journals([r.path / JOURNAL for r in ordered], run.path / JOURNAL)
+        _copy_images([r.path / IMAGES for r in ordered], run.path / IMAGES)
     except OSError as exc:
         shutil.rmtree(run.path, ignore_errors=True)
-        raise RunError(
-            f"cannot write {run.path / JOURNAL} ({exc.strerror}); nothing was merged"
-        ) from None
+        raise RunError(f"cannot write {run.path} ({exc.strerror}); nothing was merged") from None
     merged = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     checks = sorted(c for c in merged.columns if str(c).startswith("check."))
     merged = merged.reindex(columns=[*COLUMNS, *checks])
@@ -300,6 +301,17 @@ def _copy_journals(sources: list[Path], target: Path) -> None:
                 out.write(data[: data.rfind(b"\n") + 1])
         out.flush()
         os.fsync(out.fileno())
+
+
+def _copy_images(sources: list[Path], target: Path) -> None:
+    """The shards' thumbnails (named by their picture's hash) in one folder, each once."""
+    for source in sources:
+        if not source.is_dir():
+            continue
+        target.mkdir(exist_ok=True)
+        for picture in source.iterdir():
+            if picture.is_file() and not (target / picture.name).exists():
+                shutil.copyfile(picture, target / picture.name)
 
 
 def _max_cost(ordered: list[_Input]) -> float | None:
