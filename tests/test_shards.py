@@ -371,7 +371,7 @@ def merge(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_merge_keeps_every_rows_cached_flag_and_reads_like_the_whole_run(
-    split: Path, tmp_path: Path
+    split: Path, tmp_path: Path, fake_server: FakeOpenAI
 ) -> None:
     # any order, trailing slashes, folders holding one run directory (CI artifacts)
     result = merge(
@@ -397,6 +397,22 @@ def test_merge_keeps_every_rows_cached_flag_and_reads_like_the_whole_run(
     assert report.returncode == 0, report.stderr
     resume = run_evalkit("run", "--resume", "m", cwd=tmp_path, env=cli_env("http://127.0.0.1:9/v1"))
     assert resume.returncode == 2 and "this run is complete" in resume.stderr
+    sent = fake_server.count()
+    gated = run_evalkit(
+        "run",
+        SUITE,
+        "--baseline",
+        str(tmp_path / "m"),
+        "--cache-dir",
+        str(split / "shared-cache"),
+        "--out",
+        str(tmp_path / "gated"),
+        cwd=split,
+        env=cli_env(fake_server.url),
+    )
+    assert fake_server.count() == sent  # every answer came from the shards' cache
+    assert gated.returncode == 0, gated.stderr
+    assert "NO REGRESSION" in gated.stdout and "30 paired cases" in gated.stdout
 
 
 def refused(cwd: Path, *inputs: str | Path) -> str:
