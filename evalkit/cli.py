@@ -159,8 +159,26 @@ def run(
         bool, typer.Option("--report", help="Write report.html, report.md, junit.xml.")
     ] = False,
     shard_option: ShardOption = None,
+    batch: Annotated[
+        bool,
+        typer.Option("--batch", help="Send through the Batch API: half the price, within 24 h."),
+    ] = False,
+    poll_interval: Annotated[
+        float | None,
+        typer.Option(
+            "--poll-interval", min=0.01, help="With --batch: seconds between checks (default 60)."
+        ),
+    ] = None,
+    batch_topup: Annotated[
+        str,
+        typer.Option(
+            "--batch-topup", help="With --batch: a raised-max_tokens round in 'batch' or 'online'."
+        ),
+    ] = "batch",
 ) -> None:
     """Send every case to every model; write a run directory (manifest, journal, results)."""
+    if batch_topup not in ("batch", "online"):
+        raise UsageError(f"--batch-topup {batch_topup!r}: use batch or online")
     # bad input here fails before anything is sent
     shard = evalkit.Shard.parse(shard_option) if shard_option is not None else None
     gate = evalkit.Gate.load(baseline, fail_on, alpha) if baseline is not None else None
@@ -180,6 +198,9 @@ def run(
         allow_overflow=allow_overflow,
         allow_outside_cases=allow_outside_cases,
         shard=shard,
+        batch=batch,
+        poll_interval_s=poll_interval,
+        batch_topup=batch_topup,
         on_start=lambda run_dir: typer.echo(console.run_directory(run_dir)),
         offer_resume=_offer_resume,
     )

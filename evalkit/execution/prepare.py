@@ -64,6 +64,12 @@ def prepare_run(suite: Suite, settings: RunSettings) -> Prepared:
     judges = [resolve(ModelSpec(id=m), suite.endpoints, env) for m in _judge_models(suite)]
     keys = _api_keys([*targets, *judges], env)
     headers, secrets = _headers([*targets, *judges], env)
+    if settings.batch:
+        local = [t.id for t in targets if t.provider == "local"]
+        if local:
+            raise ConfigError(
+                f"{local[0]} runs in this process and has no Batch API: run it without --batch"
+            )
     providers = _local_providers([*targets, *judges], Path(suite.source).parent)
     return Prepared(targets, judges, keys, providers, planner, headers, secrets)
 
@@ -171,6 +177,9 @@ def run_manifest(suite: Suite, prepared: Prepared, settings: RunSettings) -> dic
             "timeout_s": settings.timeout_s,
             "max_cost": settings.max_cost,
             "allow_overflow": settings.allow_overflow,
+            "batch": settings.batch,
+            "poll_interval_s": settings.poll_interval_s,
+            "batch_topup": settings.batch_topup,
         },
         "params": suite.params.set_values(),
         "shard": shard.as_manifest() if shard is not None else None,

@@ -68,6 +68,11 @@ def resume_run(run_dir: Path, settings: RunSettings | None = None) -> RunResult:
         max_cost=base.max_cost if base.max_cost is not None else options.get("max_cost"),
         allow_overflow=options.get("allow_overflow", False),
         shard=shard,
+        batch=base.batch or bool(options.get("batch", False)),
+        poll_interval_s=base.poll_interval_s
+        if base.poll_interval_s is not None
+        else options.get("poll_interval_s"),
+        batch_topup=options.get("batch_topup", base.batch_topup),
         out=run_dir.parent,
     )
     suite_path = manifest.get("suite", {}).get("path")

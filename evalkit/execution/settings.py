@@ -35,6 +35,9 @@ class RunSettings:
     cache_dir: Path | None = None
     allow_overflow: bool = False
     shard: Shard | None = None  # --shard I/N: only the cases of shard I (see planning/shard.py)
+    batch: bool = False  # --batch: every model's requests through the Batch API
+    poll_interval_s: float | None = None  # --poll-interval (None: the run's own, else 60 s)
+    batch_topup: str = "batch"  # --batch-topup: a raised-max_tokens round in "batch" or "online"
     # called with the run directory once it exists, before anything is sent
     on_start: Callable[[Path], None] | None = field(default=None, repr=False)
     # asked whether to resume the latest unfinished run of the same suite and models (True)
