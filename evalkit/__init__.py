@@ -23,6 +23,7 @@ from evalkit.errors import (
 if _typing.TYPE_CHECKING:
     from evalkit.analysis.compare import Gate, RunComparison, compare_runs
     from evalkit.analysis.summary import summarize
+    from evalkit.batch.status import batch_states
     from evalkit.execution.runner import dry_run, resume_run, run_suite
     from evalkit.execution.sampling import pass_at_k, pass_hat_k, reduce_samples
     from evalkit.execution.settings import RunResult, RunSettings
@@ -63,6 +64,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "cache_stats": ("evalkit.records.cache", "stats"),
     **{n: ("evalkit.records.frame", n) for n in ("COLUMNS", "load_run")},
     **{n: ("evalkit.records.merge", n) for n in ("Merged", "merge_runs")},
+    "batch_states": ("evalkit.batch.status", "batch_states"),
     "write_reports": ("evalkit.report", "write_reports"),
     "Check": ("evalkit.suite.checkspec", "Check"),
     **{n: ("evalkit.suite.endpoints", n) for n in ("Endpoint", "ModelSpec")},
@@ -125,6 +127,7 @@ __all__ = [
     "Unsendable",
     "Variant",
     "__version__",
+    "batch_states",
     "cache_dir",
     "cache_stats",
     "check_suite",

@@ -284,6 +284,18 @@ def report(
 
 
 @app.command()
+def batches(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory of a --batch run.")],
+    cancel: Annotated[
+        bool,
+        typer.Option("--cancel", help="Cancel its unfinished batches (finished lines are kept)."),
+    ] = False,
+) -> None:
+    """Show each Batch API batch of a run: its state now, and completed / failed / total."""
+    typer.echo(console.batches_table(evalkit.batch_states(run_dir, cancel)))
+
+
+@app.command()
 def merge(
     run_dirs: Annotated[list[Path], typer.Argument(help="The shards' run directories.")],
     out: Annotated[Path, typer.Option("--out", help="The merged run directory (new).")],

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from evalkit.analysis.compare import RunComparison
+    from evalkit.batch.status import BatchState
     from evalkit.execution.settings import RunResult
     from evalkit.planning.estimate import DryRun
     from evalkit.planning.shard import Shard, ShardSize
@@ -98,7 +99,7 @@ def dry_run_text(dry: DryRun, as_json: bool = False) -> str:
 
     if as_json:
         return json.dumps(dry.as_dict(), indent=2)
-    return f"{dry.suite}: nothing sent (dry run)\n{estimates_table(dry.estimates)}"
+    return f"{dry.suite}: nothing sent (dry run)\n{estimates_table(dry.estimates, dry.batch)}"
 
 
 def cache_stats_text(info: dict[str, Any]) -> str:
@@ -182,6 +183,24 @@ def models_table(match: str | None = None) -> str:
                 info.prices_as_of,
                 "; ".join(notes),
             )
+        )
+    return table(rows)
+
+
+def batches_table(states: Sequence[BatchState]) -> str:
+    """`evalkit batches`: one line per batch."""
+    rows = [["model", "batch", "status", "completed", "failed", "requests"]]
+    for s in states:
+        status = f"{s.status} (cancel asked)" if s.cancelled else s.status
+        rows.append(
+            [
+                s.model,
+                s.batch_id or f"(file {s.file_id})",
+                status,
+                str(s.completed),
+                str(s.failed),
+                str(s.requests),
+            ]
         )
     return table(rows)
 

@@ -11,6 +11,7 @@ import evalkit
 import evalkit.errors
 
 EXPORTED = {
+    "batch_states",
     # suites: load, validate, render
     *("Case", "Check", "Endpoint", "Message", "ModelSpec", "Params", "Suite", "Variant"),
     *("load_suite", "check_suite", "Rendered", "Renderer", "CATALOG", "ModelInfo"),

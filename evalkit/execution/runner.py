@@ -120,7 +120,7 @@ def dry_run(suite: Suite, settings: RunSettings | None = None) -> DryRun:
     settings = settings or RunSettings()
     estimates = estimate(validated_targets(suite, settings)[1])
     problems = [] if settings.allow_overflow else overflow_problems(suite, estimates)
-    return DryRun(suite.source, estimates, problems)
+    return DryRun(suite.source, estimates, problems, settings.batch)
 
 
 def _kept_shard(run_dir: Path, manifest: dict[str, Any], asked: Shard | None) -> Shard | None:
