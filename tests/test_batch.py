@@ -370,3 +370,38 @@ def test_dry_run_with_batch_shows_both_costs(tmp_path: Path) -> None:
         assert model["batch_max_cost_usd"] == pytest.approx(model["max_cost_usd"] / 2)
     table = run_evalkit("run", str(TRIAGE), "--dry-run", "--batch", cwd=tmp_path).stdout
     assert "batch min $" in table and "batch max $" in table
+
+
+def test_a_batch_refused_for_some_lines_maps_them_to_their_cases(
+    openai: FakeOpenAI, write: Write, tmp_path: Path
+) -> None:
+    openai.script_batches([{"invalid_lines": [3, 7]}, "ok"])
+    result = run_suite(load_suite(small_suite(write)), batch_settings(tmp_path))
+    journal = list(read_journal(result.run_dir))
+    keys = next(e["keys"] for e in journal if e.get("event") == "uploaded")
+    frame = load_run(result.run_dir)
+    refused = frame[frame["error_type"].notna()]
+    assert sorted(refused["request_key"]) == sorted([keys[2], keys[6]])
+    assert refused["error"].str.contains(r"line [37]: Line [37]: the body is not valid").all()
+    assert refused["error_type"].eq("bad_request").all()
+    assert frame["error_type"].isna().sum() == 18  # the others, sent again in a new batch
+    assert openai.batch_stats()["created"] == 2
+
+
+def test_shards_run_as_batches_merge_into_the_unsharded_batch_run(
+    openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    from evalkit import Shard, merge_runs
+
+    whole = run_suite(load_suite(TRIAGE), batch_settings(tmp_path / "whole"))
+    shards = [
+        run_suite(
+            load_suite(TRIAGE), batch_settings(tmp_path / f"s{i}", shard=Shard.parse(f"{i}/2"))
+        )
+        for i in (1, 2)
+    ]
+    merged = merge_runs([s.run_dir for s in shards], tmp_path / "merged")
+    pd.testing.assert_frame_equal(rows(whole.run_dir), rows(merged.run_dir))
+    frame = load_run(merged.run_dir)
+    assert frame["batch_id"].notna().all() and frame["batch_id"].nunique() == 4  # 2 per shard
+    assert frame["cost_usd"].sum() == pytest.approx(load_run(whole.run_dir)["cost_usd"].sum())
