@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from evalkit.analysis.compare import RunComparison
+    from evalkit.analysis.gates import GateOutcome
     from evalkit.execution.settings import RunResult
     from evalkit.planning.estimate import DryRun
     from evalkit.suite.spec import Suite
@@ -42,8 +43,9 @@ def resume_note(path: Path) -> str:
 
 
 def run_summary(result: RunResult) -> str:
-    """A finished run: each model's requests and cost, the summary table, failed samples."""
-    from evalkit.analysis.summary import summarize
+    """A finished run: each model's requests and cost, the summary table, the paired
+    differences between models (and variants), failed samples."""
+    from evalkit.analysis.compare import compare_models
     from evalkit.records.frame import load_run
 
     lines = [
@@ -52,9 +54,40 @@ def run_summary(result: RunResult) -> str:
         for label, stats in result.per_model.items()
     ]
     frame = result.frame if result.frame is not None else load_run(result.run_dir)
-    lines.append(summary_table(summarize(frame)))
+    models = compare_models(frame)
+    lines.append(summary_table(models.summary))
+    lines += pair_lines(models.pairs)
     if result.failed_samples:
-        lines.append(f"{result.failed_samples} sample(s) failed their checks")
+        decides = "; the gate decides the exit code" if result.gates is not None else ""
+        lines.append(f"{result.failed_samples} sample(s) failed their checks{decides}")
+    return "\n".join(lines)
+
+
+def pair_lines(pairs: pd.DataFrame, limit: int = 10) -> list[str]:
+    """Each pair of models (or variants) of one run: the paired difference, its test, and
+    the smallest difference that many cases could detect."""
+    from evalkit.analysis.compare import detectable_text
+
+    lines = []
+    for p in pairs.head(limit).to_dict("records"):
+        lines.append(
+            f"{p['b']} vs {p['a']}: {fmt(p['delta'] * 100, '{:+.1f}')} points (95% interval "
+            f"{fmt(p['delta_low'] * 100, '{:+.1f}')} to {fmt(p['delta_high'] * 100, '{:+.1f}')}), "
+            f"McNemar p = {fmt(p['p_value'], '{:.3g}')}; "
+            f"{detectable_text(int(p['cases']), float(p['min_detectable']))}"
+        )
+    if len(pairs) > limit:
+        lines.append(f"... and {len(pairs) - limit} more pairs (see report.html)")
+    return lines
+
+
+def gate_text(outcomes: Sequence[GateOutcome]) -> str:
+    """The gate's verdict, then each rule's outcome with what decided it."""
+    failed = [o for o in outcomes if not o.held]
+    verdict = f"FAILED ({len(failed)} of {len(outcomes)})" if failed else "held"
+    lines = [f"gate {verdict}: the exit code is the gate's"]
+    for o in outcomes:
+        lines.append(f"  {'held  ' if o.held else 'FAILED'}  {o.gate}  {o.subject}: {o.reason}")
     return "\n".join(lines)
 
 
@@ -165,6 +198,8 @@ def fmt(value: object, pattern: str) -> str:
 
 def comparison_text(comparison: RunComparison, limit: int = 20) -> str:
     """`evalkit compare` as text: verdict, the change with its interval, flipped cases."""
+    from evalkit.analysis.compare import detectable_text
+
     c = comparison
     lines = [
         f"{c.verdict.upper()}: {'; '.join(c.reasons) or 'no regression by the policy'} "
@@ -173,9 +208,12 @@ def comparison_text(comparison: RunComparison, limit: int = 20) -> str:
         f"{fmt(c.new_pass_rate, '{:.1%}')} ({fmt(c.delta, '{:+.1%}')}, 95% CI "
         f"{fmt(c.delta_low, '{:+.1%}')} to {fmt(c.delta_high, '{:+.1%}')}), "
         f"McNemar p = {c.p_value:.3g}",
-        f"this suite can detect changes of about {fmt(c.min_detectable, '{:.1%}')} or more "
-        "(80% power)",
+        detectable_text(c.cases, c.min_detectable, c.alpha),
     ]
+    for whose, gates in (("the baseline's", c.base_gates), ("this run's", c.new_gates)):
+        if gates is not None:
+            held = sum(g.held for g in gates)
+            lines.append(f"{whose} gate: {held} of {len(gates)} held")
     for title, flips in (
         ("regressions (pass -> fail)", c.regressions),
         ("fixes (fail -> pass)", c.fixes),

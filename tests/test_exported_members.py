@@ -20,6 +20,7 @@ EXPORTED = {
     *("pass_at_k", "pass_hat_k", "reduce_samples"),
     # comparing, gating, reporting
     *("compare_runs", "RunComparison", "Gate", "write_reports"),
+    *("GateRule", "GateOutcome", "parse_gate", "judge_gates"),
     # the response cache
     *("cache_dir", "cache_stats", "clear_cache", "explain_cache"),
     # the error tree
