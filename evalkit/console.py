@@ -64,21 +64,52 @@ def run_summary(result: RunResult) -> str:
 
 
 def pair_lines(pairs: pd.DataFrame, limit: int = 10) -> list[str]:
-    """Each pair of models (or variants) of one run: the paired difference, its test, and
-    the smallest difference that many cases could detect."""
+    """The paired differences between a run's models (and variants), each with the smallest
+    difference its cases could detect: one sentence for one pair, else a table of the pairs
+    that differ in the model or in the variant only (up to `limit`)."""
     from evalkit.analysis.compare import detectable_text
 
-    lines = []
-    for p in pairs.head(limit).to_dict("records"):
-        lines.append(
-            f"{p['b']} vs {p['a']}: {fmt(p['delta'] * 100, '{:+.1f}')} points (95% interval "
-            f"{fmt(p['delta_low'] * 100, '{:+.1f}')} to {fmt(p['delta_high'] * 100, '{:+.1f}')}), "
-            f"McNemar p = {fmt(p['p_value'], '{:.3g}')}; "
+    if pairs.empty:
+        return []
+    rows = pairs.to_dict("records")
+    if len(rows) == 1:
+        p = rows[0]
+        return [
+            f"{p['b']} vs {p['a']}: {_points(p['delta'])} points (95% interval "
+            f"{_points(p['delta_low'])} to {_points(p['delta_high'])}), McNemar p = "
+            f"{fmt(p['p_value'], '{:.3g}')}; "
             f"{detectable_text(int(p['cases']), float(p['min_detectable']))}"
+        ]
+    rows = [p for p in rows if _one_apart(str(p["a"]), str(p["b"]))] or rows
+    table_rows = [("B vs A", "cases", "B - A", "95% interval", "McNemar p", "can detect")]
+    for p in rows[:limit]:
+        mdd = float(p["min_detectable"])
+        table_rows.append(
+            (
+                f"{p['b']} vs {p['a']}",
+                str(int(p["cases"])),
+                f"{_points(p['delta'])} pts",
+                f"{_points(p['delta_low'])} to {_points(p['delta_high'])}",
+                fmt(p["p_value"], "{:.3g}"),
+                f">= {mdd * 100:.0f} pts" if mdd < 1 else "nothing",
+            )
         )
-    if len(pairs) > limit:
-        lines.append(f"... and {len(pairs) - limit} more pairs (see report.html)")
+    lines = ["paired differences (can detect: at alpha 0.05 with 80% power, for those cases)"]
+    lines.append(table(table_rows))
+    if len(rows) > limit:
+        lines.append(f"... and {len(rows) - limit} more pairs (see report.html)")
     return lines
+
+
+def _points(value: object) -> str:
+    return fmt(float(value) * 100 if isinstance(value, int | float) else value, "{:+.1f}")
+
+
+def _one_apart(a: str, b: str) -> bool:
+    """Two labels, `model [variant]`, that share their model or their variant."""
+    model_a, _, variant_a = a.partition(" [")
+    model_b, _, variant_b = b.partition(" [")
+    return model_a == model_b or variant_a == variant_b
 
 
 def gate_text(outcomes: Sequence[GateOutcome]) -> str:

@@ -61,9 +61,8 @@ class Comparison(Strict):
         if (self.model is None) == (self.variant is None):
             raise PydanticCustomError(
                 "gate_side",
-                "name the side to compare with exactly one of model or variant "
-                "(e.g. {{variant: few-shot, than: zero-shot}})",
-                {},
+                "name the side to compare with exactly one of model or variant (e.g. {example})",
+                {"example": "{variant: few-shot, than: zero-shot}"},
             )
         if self.side == self.than:
             raise PydanticCustomError(
