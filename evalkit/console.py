@@ -46,6 +46,7 @@ def run_summary(result: RunResult) -> str:
     """A finished run: each model's requests and cost, the summary table, the paired
     differences between models (and variants), failed samples."""
     from evalkit.analysis.compare import compare_models
+    from evalkit.analysis.summary import summarize
     from evalkit.records.frame import load_run
 
     lines = [
@@ -54,9 +55,10 @@ def run_summary(result: RunResult) -> str:
         for label, stats in result.per_model.items()
     ]
     frame = result.frame if result.frame is not None else load_run(result.run_dir)
-    models = compare_models(frame)
-    lines.append(summary_table(models.summary))
-    lines += pair_lines(models.pairs)
+    summary = summarize(frame)
+    lines.append(summary_table(summary))
+    if len(summary) > 1:  # pairs to compare: the paired tests cost a pass over the cases
+        lines += pair_lines(compare_models(frame).pairs)
     if result.failed_samples:
         decides = "; the gate decides the exit code" if result.gates is not None else ""
         lines.append(f"{result.failed_samples} sample(s) failed their checks{decides}")

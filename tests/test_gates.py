@@ -359,3 +359,28 @@ def test_every_comparison_says_what_it_could_have_detected(
         result.stdout
     )
     assert "the baseline's gate: 2 of 2 held" in result.stdout  # read back from its manifest
+
+
+def test_a_resumed_run_is_judged_by_the_gate_it_started_with(
+    openai: FakeOpenAI, write: Write, tmp_path: Path
+) -> None:
+    write("s.yaml", suite_text())
+    code, _, _, run_dir = run(
+        openai, tmp_path, "--gate", "pass_rate[variant=good]>=0.9", "--max-cost", "0"
+    )
+    assert code == 3 and run_dir is not None  # the ceiling stopped it before a request
+    assert manifest(run_dir)["gate"]["held"] is None
+    result = run_evalkit(
+        "run",
+        "--resume",
+        str(run_dir),
+        "--max-cost",
+        "1000",
+        "--no-progress",
+        cwd=tmp_path,
+        env=cli_env(openai.url),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr  # bad's failures do not count
+    assert "held    pass_rate[variant=good]>=0.9" in result.stdout
+    record = manifest(run_dir)["gate"]
+    assert record["held"] is True and record["source"] == "command line"
