@@ -11,6 +11,7 @@ from evalkit.errors import (
     ConfigError,
     EvalkitError,
     InputError,
+    MergeError,
     Problem,
     RunError,
     SuiteError,
@@ -28,12 +29,14 @@ if _typing.TYPE_CHECKING:
     from evalkit.execution.settings import RunResult, RunSettings
     from evalkit.models.catalog import CATALOG, ModelInfo
     from evalkit.planning.estimate import DryRun, ModelEstimate
+    from evalkit.planning.shard import Shard, ShardSize, shard_of, shard_sizes
     from evalkit.planning.validate import check_suite
     from evalkit.records.cache import cache_dir
     from evalkit.records.cache import clear as clear_cache
     from evalkit.records.cache import explain as explain_cache
     from evalkit.records.cache import stats as cache_stats
     from evalkit.records.frame import COLUMNS, load_run
+    from evalkit.records.merge import Merged, merge_runs
     from evalkit.report import write_reports
     from evalkit.suite.checkspec import Check
     from evalkit.suite.endpoints import Endpoint, ModelSpec
@@ -55,12 +58,14 @@ _LAZY: dict[str, tuple[str, str]] = {
     **{n: ("evalkit.execution.settings", n) for n in ("RunResult", "RunSettings")},
     **{n: ("evalkit.models.catalog", n) for n in ("CATALOG", "ModelInfo")},
     **{n: ("evalkit.planning.estimate", n) for n in ("DryRun", "ModelEstimate")},
+    **{n: ("evalkit.planning.shard", n) for n in ("Shard", "ShardSize", "shard_of", "shard_sizes")},
     "check_suite": ("evalkit.planning.validate", "check_suite"),
     "cache_dir": ("evalkit.records.cache", "cache_dir"),
     "clear_cache": ("evalkit.records.cache", "clear"),
     "explain_cache": ("evalkit.records.cache", "explain"),
     "cache_stats": ("evalkit.records.cache", "stats"),
     **{n: ("evalkit.records.frame", n) for n in ("COLUMNS", "load_run")},
+    **{n: ("evalkit.records.merge", n) for n in ("Merged", "merge_runs")},
     "write_reports": ("evalkit.report", "write_reports"),
     "Check": ("evalkit.suite.checkspec", "Check"),
     **{n: ("evalkit.suite.endpoints", n) for n in ("Endpoint", "ModelSpec")},
@@ -103,6 +108,8 @@ __all__ = [
     "GateOutcome",
     "GateRule",
     "InputError",
+    "MergeError",
+    "Merged",
     "Message",
     "ModelEstimate",
     "ModelInfo",
@@ -115,6 +122,8 @@ __all__ = [
     "RunError",
     "RunResult",
     "RunSettings",
+    "Shard",
+    "ShardSize",
     "Suite",
     "SuiteError",
     "TemplateError",
@@ -132,12 +141,15 @@ __all__ = [
     "judge_gates",
     "load_run",
     "load_suite",
+    "merge_runs",
     "parse_gate",
     "pass_at_k",
     "pass_hat_k",
     "reduce_samples",
     "resume_run",
     "run_suite",
+    "shard_of",
+    "shard_sizes",
     "summarize",
     "write_reports",
 ]

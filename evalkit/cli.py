@@ -36,6 +36,14 @@ AlphaOption = Annotated[
 CacheDirOption = Annotated[
     Path | None, typer.Option("--cache-dir", help="Cache folder (default .evalkit/).")
 ]
+ShardOption = Annotated[
+    str | None,
+    typer.Option(
+        "--shard",
+        envvar="EVALKIT_SHARD",
+        help="I/N: only the cases of shard I of N (by a hash of the case id).",
+    ),
+]
 OutsideCasesOption = Annotated[
     bool,
     typer.Option(
@@ -62,8 +70,10 @@ def validate(
         typer.Option("--allow-overflow", help="Accept cases that exceed a context window."),
     ] = False,
     allow_outside_cases: OutsideCasesOption = False,
+    shard_option: ShardOption = None,
 ) -> None:
     """Load and render every case of each suite; report every problem. Sends nothing."""
+    shard = evalkit.Shard.parse(shard_option) if shard_option is not None else None
     problems = []
     overrides = [evalkit.ModelSpec(id=m) for m in model] if model else None
     for path in suites:
@@ -78,6 +88,9 @@ def validate(
             continue
         models = len(overrides if overrides is not None else suite.models)
         typer.echo(console.validated(path, suite, models))
+        if shard is not None:
+            sizes = evalkit.shard_sizes(suite, shard.count, models)
+            typer.echo(console.shard_sizes_text(sizes, shard))
     if problems:
         raise SuiteError(problems)
 
@@ -154,11 +167,31 @@ def run(
     write_report: Annotated[
         bool, typer.Option("--report", help="Write report.html, report.md, junit.xml.")
     ] = False,
+    shard_option: ShardOption = None,
+    batch: Annotated[
+        bool,
+        typer.Option("--batch", help="Send through the Batch API: half the price, within 24 h."),
+    ] = False,
+    poll_interval: Annotated[
+        float | None,
+        typer.Option(
+            "--poll-interval", min=0.01, help="With --batch: seconds between checks (default 60)."
+        ),
+    ] = None,
+    batch_topup: Annotated[
+        str,
+        typer.Option(
+            "--batch-topup", help="With --batch: a raised-max_tokens round in 'batch' or 'online'."
+        ),
+    ] = "batch",
 ) -> None:
     """Send every case to every model; write a run directory (manifest, journal, results)."""
+    if batch_topup not in ("batch", "online"):
+        raise UsageError(f"--batch-topup {batch_topup!r}: use batch or online")
     # bad input here fails before anything is sent
     for expression in gates or []:
         evalkit.parse_gate(expression)
+    shard = evalkit.Shard.parse(shard_option) if shard_option is not None else None
     gate = evalkit.Gate.load(baseline, fail_on, alpha) if baseline is not None else None
     settings = evalkit.RunSettings(
         models=model,
@@ -177,6 +210,10 @@ def run(
         allow_outside_cases=allow_outside_cases,
         gates=gates,
         alpha=alpha,
+        shard=shard,
+        batch=batch,
+        poll_interval_s=poll_interval,
+        batch_topup=batch_topup,
         on_start=lambda run_dir: typer.echo(console.run_directory(run_dir)),
         offer_resume=_offer_resume,
     )
@@ -259,6 +296,23 @@ def report(
     wanted = [f.strip() for f in formats.split(",") if f.strip()]
     for path in evalkit.write_reports(run_dir, out_dir, wanted, comparison):
         typer.echo(str(path))
+
+
+@app.command()
+def merge(
+    run_dirs: Annotated[list[Path], typer.Argument(help="The shards' run directories.")],
+    out: Annotated[Path, typer.Option("--out", help="The merged run directory (new).")],
+    allow_incomplete: Annotated[
+        bool,
+        typer.Option(
+            "--allow-incomplete", help="Merge shards that did not complete (the report says so)."
+        ),
+    ] = False,
+) -> None:
+    """Put the run directories of every shard (--shard I/N) of a suite together as one run."""
+    merged = evalkit.merge_runs(run_dirs, out, allow_incomplete)
+    typer.echo(console.run_directory(merged.run_dir))
+    typer.echo(console.merged_text(merged))
 
 
 cache_app = typer.Typer(

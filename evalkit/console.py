@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from evalkit.analysis.gates import GateOutcome
     from evalkit.execution.settings import RunResult
     from evalkit.planning.estimate import DryRun
+    from evalkit.planning.shard import Shard, ShardSize
+    from evalkit.records.merge import Merged
     from evalkit.suite.spec import Suite
 
 
@@ -27,6 +29,33 @@ def validated(path: Path, suite: Suite, models: int) -> str:
         f"{path}: ok ({len(suite.cases)} cases, {variants} variant(s), "
         f"{models} model(s), {suite.samples} sample(s): {count_requests(suite) * models} requests)"
     )
+
+
+def shard_sizes_text(sizes: Sequence[ShardSize], chosen: Shard) -> str:
+    """`validate --shard I/N`: what each of the N shards gets, the chosen one marked."""
+    return "\n".join(
+        f"  shard {size.shard}: {size.cases} case(s), {size.requests} requests"
+        + ("  <- --shard" if size.shard == chosen else "")
+        for size in sizes
+    )
+
+
+def merged_text(merged: Merged) -> str:
+    """`evalkit merge`: what was merged, the shards that had not completed, the summary."""
+    from evalkit.analysis.summary import summarize
+    from evalkit.records.frame import load_run
+
+    lines = [
+        f"merged {merged.shards} shard(s): {merged.cases} cases, {merged.rows} rows, "
+        f"status {merged.status}"
+    ]
+    if merged.incomplete:
+        shards = ", ".join(merged.incomplete)
+        lines.append(f"not complete, merged with --allow-incomplete: shard(s) {shards}")
+    frame = load_run(merged.run_dir)
+    if not frame.empty:
+        lines.append(summary_table(summarize(frame)))
+    return "\n".join(lines)
 
 
 def run_directory(path: Path) -> str:

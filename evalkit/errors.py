@@ -5,7 +5,8 @@
     │   ├── SuiteError        problems in a suite, each `FILE:LINE: where: what`
     │   ├── TemplateError     a template that cannot be compiled or rendered
     │   ├── Unsendable        a prompt or parameter a model's endpoint cannot take
-    │   ├── UsageError        a bad command-line option or argument
+    │   ├── UsageError        a bad command-line option or argument (a bad --shard too)
+    │   ├── MergeError        shard runs that cannot be merged: which input, and why
     │   └── ConfigError       bad options, unknown models, missing API keys
     │       └── UnknownModel  a model reference that cannot be used
     └── RunError              exit 3: a run whose journal, manifest or report cannot be written
@@ -66,6 +67,12 @@ class UnknownModel(ConfigError):
 class UsageError(InputError):
     """A command line typer could not parse: an unknown option, a bad value, a missing
     argument (typer has printed the usage)."""
+
+
+class MergeError(InputError):
+    """Run directories that `evalkit merge` refuses to put together (another suite, other
+    models, a shard missing or given twice, one that did not complete); the message names
+    the input and says why, since a merge that dropped a shard would look complete."""
 
 
 class Unsendable(InputError):

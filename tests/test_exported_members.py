@@ -21,6 +21,8 @@ EXPORTED = {
     # comparing, gating, reporting
     *("compare_runs", "RunComparison", "Gate", "write_reports"),
     *("GateRule", "GateOutcome", "parse_gate", "judge_gates"),
+    # shards and merging them
+    *("Shard", "ShardSize", "shard_of", "shard_sizes", "merge_runs", "Merged", "MergeError"),
     # the response cache
     *("cache_dir", "cache_stats", "clear_cache", "explain_cache"),
     # the error tree

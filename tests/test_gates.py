@@ -384,3 +384,12 @@ def test_a_resumed_run_is_judged_by_the_gate_it_started_with(
     assert "held    pass_rate[variant=good]>=0.9" in result.stdout
     record = manifest(run_dir)["gate"]
     assert record["held"] is True and record["source"] == "command line"
+
+
+def test_a_shard_is_not_judged_by_the_gate(
+    openai: FakeOpenAI, write: Write, tmp_path: Path
+) -> None:
+    write("s.yaml", suite_text("gate:\n  - pass_rate: 0.0\n"))  # would hold on any run
+    code, out, _, run_dir = run(openai, tmp_path, "--shard", "1/2")
+    assert code == 1 and "gate held" not in out  # as without a gate: failed samples count
+    assert run_dir is not None and manifest(run_dir)["gate"]["held"] is None

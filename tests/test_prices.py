@@ -108,7 +108,7 @@ def test_what_is_read_from_the_package_is_kept_and_read_back_without_it(
     assert first.stdout.split() == ["2.0", "True"], first.stderr
     assert second.stdout.split() == ["2.0", "False"], second.stderr
     [kept] = (tmp_path / "prices").iterdir()
-    assert kept.name == f"openai-prices-{prices.source().split()[-1]}.json"
+    assert kept.name == f"openai-prices-{prices.source().split()[-1]}-2.json"
     assert json.loads(kept.read_text())["gpt-4.1"][:2] == [2.0, 8.0]
 
 

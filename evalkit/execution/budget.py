@@ -15,14 +15,15 @@ from evalkit.models.tokens import Counter
 from evalkit.planning.plan import Request
 
 
-def max_cost(request: Request, counter: Counter) -> float:
-    """The most this request can cost: its whole completion budget used, by every choice."""
+def max_cost(request: Request, counter: Counter, batch: bool = False) -> float:
+    """The most this request can cost (`batch`: sent through the Batch API): its whole
+    completion budget used, by every choice."""
     info = request.target.info
     prompt = counter.body(request.body)
     completion = request.max_tokens
     if completion is None:
         completion = max(1, info.context_window - prompt)
-    return info.cost(prompt, completion * request.choices)
+    return info.cost(prompt, completion * request.choices, batch=batch)
 
 
 class BudgetReached(Exception):

@@ -41,7 +41,10 @@ class Dispatcher:
         cache: Cache | None = None,
         budget: Budget | None = None,
         prior: Prior | None = None,
+        topup: Mapping[str, Paced] | None = None,
     ) -> None:
+        """`topup`: by model id, where a resampling round after the first goes instead (a
+        batch run's `--batch-topup online`)."""
         self.run = run
         self.progress = progress
         self.scorer = Scorer(suite_folder)
@@ -50,6 +53,7 @@ class Dispatcher:
         self.tally = Tally()
         self.sender = Sender(settings, cache, self.budget, self.prior.requests)
         self.grader = Grader(judges or {}, self.sender, run, self.tally, self.prior.judged)
+        self.topup = topup or {}
 
     async def worker(
         self, target: Target, provider: Provider, limits: ModelLimits, work: Iterator[Group]
@@ -116,6 +120,8 @@ class Dispatcher:
         self, request: Request, group: Group, provider: Provider, limits: ModelLimits, round_: int
     ) -> RequestEntry:
         """Send (or reuse), score, journal and count one request."""
+        if round_ > 0 and group.target.id in self.topup:
+            _, provider, limits = self.topup[group.target.id]
         sent = await self.sender.send(request, provider, limits)
         entry = sent.entry
         entry["round"] = round_

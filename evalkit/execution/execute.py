@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from evalkit.errors import RunError
@@ -24,7 +25,6 @@ from evalkit.execution.progress import Progress
 from evalkit.execution.resume import ResumePlan
 from evalkit.execution.send import Paced, SendSettings, Tally
 from evalkit.execution.settings import RunResult, RunSettings
-from evalkit.planning.plan import count_requests
 from evalkit.records.cache import Cache, cache_dir
 from evalkit.records.entries import retire_entry
 from evalkit.records.frame import frame_of_journal
@@ -42,7 +42,7 @@ async def execute(
     """Send the run's plan, every model at once, and finish the run directory."""
     targets, judges, planner = prepared.targets, prepared.judges, prepared.planner
     keys, providers = prepared.keys, prepared.providers
-    totals = {t.label: count_requests(suite, settings.samples) for t in targets}
+    totals = {t.label: planner.requests_per_model for t in targets}
     live = settings.progress if settings.progress is not None else _is_terminal()
     progress = Progress(totals, live)
     cache = (
@@ -73,23 +73,50 @@ async def execute(
                 ),
                 ModelLimits(target.concurrency, target.rpm, target.tpm),
             )
+    online: dict[str, Paced] = {}
+    closing: list[Callable[[], Awaitable[None]]] = []  # the batch senders, when batching
+    if settings.batch:  # the models' own requests through the Batch API; graders stay online
+        from evalkit.batch.setup import MAX_BATCH_ATTEMPTS, batch_senders, batch_workers
+
+        senders = batch_senders(
+            targets,
+            keys,
+            prepared.headers,
+            prepared.secrets,
+            run,
+            list(resume.prior.batches) if resume else [],
+            settings.poll_interval_s,
+            settings.retry_initial_s,
+            progress.note,
+        )
+        if settings.batch_topup == "online":
+            online = {t.id: paced[t.id] for t in targets}
+        paced = {**paced, **senders}
+        closing = [sender.aclose for _, sender, _ in senders.values()]
+    retries = settings.max_retries
+    if settings.batch:
+        retries = min(retries, MAX_BATCH_ATTEMPTS)
     state = Dispatcher(
         run,
-        SendSettings(settings.max_retries, settings.retry_initial_s),
+        SendSettings(retries, settings.retry_initial_s, settings.batch),
         progress,
         Path(suite.source).parent,
         {j.id: paced[j.id] for j in judges},
         cache,
         Budget(settings.max_cost, resume.spent if resume else 0.0),
         resume.prior if resume else None,
+        online,
     )
     workers: list[asyncio.Task[None]] = []
     for target in targets:
         _, sender, limits = paced[target.id]
         work = planner.groups(target)
+        count = _workers(target.concurrency)
+        if settings.batch:
+            groups = len(suite.cases) * len(suite.variant_prompts())
+            count = batch_workers(groups, settings.samples or suite.samples)
         workers += [
-            asyncio.create_task(state.worker(target, sender, limits, work))
-            for _ in range(_workers(target.concurrency))
+            asyncio.create_task(state.worker(target, sender, limits, work)) for _ in range(count)
         ]
     drawing = asyncio.create_task(progress.draw_until_cancelled())
     warm_up = _FrameLibraries()
@@ -116,6 +143,8 @@ async def execute(
         with contextlib.suppress(asyncio.CancelledError):
             await drawing
         await warm_up.stop(warming)
+        for close in closing:
+            await close()
         await transport.aclose()
         if cache is not None:
             cache.close()

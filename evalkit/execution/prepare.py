@@ -16,7 +16,6 @@ from typing import Any
 from evalkit.errors import ConfigError, SuiteError
 from evalkit.execution.settings import RunSettings
 from evalkit.models.targets import Target, check_key, resolve
-from evalkit.planning.plan import count_requests
 from evalkit.planning.planner import Planner
 from evalkit.planning.validate import validated
 from evalkit.providers import Provider
@@ -36,7 +35,8 @@ def validated_targets(
     if not specs:
         raise ConfigError("no models to run: give --model provider/model, or models: in the suite")
     models = specs if settings.models else None
-    problems, planner = validated(suite, models, env, allow_overflow, settings.samples)
+    shard = settings.shard.cases(suite) if settings.shard is not None else None
+    problems, planner = validated(suite, models, env, allow_overflow, settings.samples, cases=shard)
     if problems:
         raise SuiteError(problems)
     targets = zip(planner.targets, specs, strict=True)
@@ -64,6 +64,12 @@ def prepare_run(suite: Suite, settings: RunSettings) -> Prepared:
     judges = [resolve(ModelSpec(id=m), suite.endpoints, env) for m in _judge_models(suite)]
     keys = _api_keys([*targets, *judges], env)
     headers, secrets = _headers([*targets, *judges], env)
+    if settings.batch:
+        local = [t.id for t in targets if t.provider == "local"]
+        if local:
+            raise ConfigError(
+                f"{local[0]} runs in this process and has no Batch API: run it without --batch"
+            )
     providers = _local_providers([*targets, *judges], Path(suite.source).parent)
     return Prepared(targets, judges, keys, providers, planner, headers, secrets)
 
@@ -137,8 +143,9 @@ def _api_keys(targets: list[Target], env: Mapping[str, str]) -> dict[str, str | 
     return keys
 
 
-def run_manifest(suite: Suite, targets: list[Target], settings: RunSettings) -> dict[str, Any]:
+def run_manifest(suite: Suite, prepared: Prepared, settings: RunSettings) -> dict[str, Any]:
     """The manifest a new run starts with: what `--resume` needs to go on (never a key)."""
+    targets, shard = prepared.targets, settings.shard
     return {
         "evalkit_version": version("evalkit"),
         "suite": {
@@ -170,7 +177,11 @@ def run_manifest(suite: Suite, targets: list[Target], settings: RunSettings) -> 
             "timeout_s": settings.timeout_s,
             "max_cost": settings.max_cost,
             "allow_overflow": settings.allow_overflow,
+            "batch": settings.batch,
+            "poll_interval_s": settings.poll_interval_s,
+            "batch_topup": settings.batch_topup,
         },
         "params": suite.params.set_values(),
-        "planned": {t.label: count_requests(suite, settings.samples) for t in targets},
+        "shard": shard.as_manifest() if shard is not None else None,
+        "planned": {t.label: prepared.planner.requests_per_model for t in targets},
     }

@@ -49,6 +49,14 @@ class Progress:
         tally.errors += error
         tally.cached += cached
 
+    def note(self, line: str) -> None:
+        """A line of its own (a batch's status): above the live bars, or printed as it is."""
+        if self._rich is not None:
+            self._rich.console.print(line, markup=False, highlight=False)
+            return
+        elapsed = time.monotonic() - self._started
+        print(f"[{elapsed:7.1f}s] {line}", file=self._stream, flush=True)
+
     async def draw_until_cancelled(self) -> None:
         if self._live:
             self._start_rich()

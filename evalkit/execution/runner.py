@@ -19,6 +19,7 @@ from evalkit.execution.prepare import prepare_run, run_manifest, validated_targe
 from evalkit.execution.resume import plan_resume, unfinished_runs
 from evalkit.execution.settings import RunResult, RunSettings
 from evalkit.planning.estimate import DryRun, estimate, overflow_problems
+from evalkit.planning.shard import Shard
 from evalkit.records.store import RunDir, file_sha256, new_run_id, now_iso, read_manifest
 from evalkit.suite.gates import GateRule, parse_gate
 from evalkit.suite.spec import Suite
@@ -38,7 +39,7 @@ def run_suite(suite: Suite, settings: RunSettings | None = None) -> RunResult:
         if unfinished is not None and offer(unfinished):
             return resume_run(unfinished, settings)
     prepared = prepare_run(suite, settings)
-    manifest = run_manifest(suite, prepared.targets, settings)
+    manifest = run_manifest(suite, prepared, settings)
     manifest["options"].update(gates=settings.gates, alpha=settings.alpha)
     manifest["gate"] = gate_record(suite.gate, settings)
     run = RunDir.create(Path(settings.out), new_run_id(suite.name or "suite"), manifest)
@@ -61,6 +62,7 @@ def resume_run(run_dir: Path, settings: RunSettings | None = None) -> RunResult:
         raise InputError(f"{run_dir}: this run is complete; there is nothing to resume")
     options = manifest.get("options", {})
     base = settings or RunSettings()
+    shard = _kept_shard(run_dir, manifest, base.shard)
     settings = replace(
         base,
         models=options.get("models"),
@@ -73,6 +75,12 @@ def resume_run(run_dir: Path, settings: RunSettings | None = None) -> RunResult:
         allow_overflow=options.get("allow_overflow", False),
         gates=options.get("gates"),
         alpha=options.get("alpha", base.alpha),
+        shard=shard,
+        batch=base.batch or bool(options.get("batch", False)),
+        poll_interval_s=base.poll_interval_s
+        if base.poll_interval_s is not None
+        else options.get("poll_interval_s"),
+        batch_topup=options.get("batch_topup", base.batch_topup),
         out=run_dir.parent,
     )
     suite_path = manifest.get("suite", {}).get("path")
@@ -142,8 +150,9 @@ def gate_record(rules: list[GateRule], settings: RunSettings) -> dict[str, Any] 
 
 
 def _judged(result: RunResult, suite: Suite, settings: RunSettings, run: RunDir) -> RunResult:
-    """A complete run judged by its gate, the outcomes kept in its manifest."""
-    if not suite.gate:
+    """A complete run judged by its gate, the outcomes kept in its manifest. A shard is not
+    judged: a gate speaks of the whole suite, and one shard's cases are a part of it."""
+    if not suite.gate or settings.shard is not None:
         return result
     result = judge_run(result, suite.gate, settings.alpha)
     if result.gates is not None:
@@ -155,8 +164,25 @@ def _judged(result: RunResult, suite: Suite, settings: RunSettings, run: RunDir)
     return result
 
 
+def _kept_shard(run_dir: Path, manifest: dict[str, Any], asked: Shard | None) -> Shard | None:
+    """A resumed run keeps the shard it ran; a `--shard` (or EVALKIT_SHARD) naming another
+    is refused rather than silently ignored."""
+    kept = Shard.of_manifest(manifest.get("shard"))
+    if asked is not None and asked != kept:
+        ran = f"shard {kept}" if kept is not None else "the whole suite"
+        raise InputError(
+            f"cannot resume {run_dir} as shard {asked} (--shard or EVALKIT_SHARD): it ran {ran}, "
+            "and a resume keeps what the run ran"
+        )
+    return kept
+
+
 def _unfinished_run(suite: Suite, settings: RunSettings) -> Path | None:
-    """The latest run of the same suite and models that did not finish, if any."""
+    """The latest run of the same suite, models and shard that did not finish, if any."""
     models = settings.models or [m.id for m in suite.models]
-    found = unfinished_runs(Path(settings.out), suite.source, models)
+    found = [
+        run_dir
+        for run_dir in unfinished_runs(Path(settings.out), suite.source, models)
+        if Shard.of_manifest(read_manifest(run_dir).get("shard")) == settings.shard
+    ]
     return found[-1] if found else None

@@ -38,6 +38,7 @@ class SendSettings:
 
     max_retries: int = 8
     retry_initial_s: float = 0.5
+    batch: bool = False  # sent through the Batch API: reserved at its price
 
 
 @dataclass(slots=True)
@@ -81,7 +82,7 @@ class Sender:
                 return Sent(request_entry(request, cached.answer, provenance), cached.choices)
         reserved = 0.0
         if self.budget.limit is not None:
-            reserved = max_cost(request, self._counter(request.target))
+            reserved = max_cost(request, self._counter(request.target), self.settings.batch)
             if not self.budget.reserve(reserved):
                 raise BudgetReached()
         tokens = 0
@@ -98,12 +99,16 @@ class Sender:
             raise
         if isinstance(outcome, ProviderError):
             self.budget.settle(reserved, 0.0)
-            return Sent(request_entry(request, outcome, Provenance(started_at, attempts)))
+            provenance = Provenance(started_at, attempts, batch_id=outcome.batch_id)
+            return Sent(request_entry(request, outcome, provenance))
         encoded = encode(answer_of(outcome))
-        entry = request_entry(request, encoded.answer, Provenance(started_at, attempts))
+        provenance = Provenance(started_at, attempts, batch_id=outcome.extra.get("batch_id"))
+        entry = request_entry(request, encoded.answer, provenance)
         charged = entry["cost_usd"]
         if charged is None:  # no believable usage: charge the most the request could cost
-            charged = reserved or max_cost(request, self._counter(request.target))
+            charged = reserved or max_cost(
+                request, self._counter(request.target), self.settings.batch
+            )
             entry["charged_usd"] = charged
         self.budget.settle(reserved, charged)
         if self.cache is not None:

@@ -12,6 +12,7 @@ from evalkit.errors import exit_code
 if TYPE_CHECKING:
     from evalkit.analysis.compare import RunComparison
     from evalkit.analysis.gates import GateOutcome
+    from evalkit.planning.shard import Shard
 
 
 @dataclass
@@ -36,6 +37,10 @@ class RunSettings:
     allow_overflow: bool = False
     gates: list[str] | None = None  # --gate expressions: replace the suite's gate
     alpha: float = 0.05  # significance level of the gate's comparisons
+    shard: Shard | None = None  # --shard I/N: only the cases of shard I (see planning/shard.py)
+    batch: bool = False  # --batch: every model's requests through the Batch API
+    poll_interval_s: float | None = None  # --poll-interval (None: the run's own, else 60 s)
+    batch_topup: str = "batch"  # --batch-topup: a raised-max_tokens round in "batch" or "online"
     # called with the run directory once it exists, before anything is sent
     on_start: Callable[[Path], None] | None = field(default=None, repr=False)
     # asked whether to resume the latest unfinished run of the same suite and models (True)

@@ -37,6 +37,9 @@ class ModelInfo:
     # `max_tokens`), only the default temperature, and `reasoning_effort`
     reasoning: bool = False
     price_source: str = "evalkit"  # where the prices come from (`evalkit models` shows it)
+    # per million tokens on the Batch API: input, output, cached input (None: none listed);
+    # None: half the online prices, OpenAI's standing batch discount
+    batch_prices: tuple[float, float, float | None] | None = None
 
     @property
     def provider(self) -> str:
@@ -46,19 +49,32 @@ class ModelInfo:
     def name(self) -> str:
         return self.id.split("/", 1)[1]
 
-    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
-        """Dollar cost of one request at this model's listed prices: `cached_tokens` of the
-        prompt at the cached-input price (when the model has one); completion tokens include
-        any hidden reasoning tokens, which are billed as output."""
-        cached_price = self.cached_input_per_mtok
+    def cost(
+        self,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cached_tokens: int = 0,
+        batch: bool = False,
+    ) -> float:
+        """Dollar cost of one request at this model's listed prices (`batch`: the Batch API's):
+        `cached_tokens` of the prompt at the cached-input price (when the model has one);
+        completion tokens include any hidden reasoning tokens, which are billed as output."""
+        input_price, output_price, cached_price = self.prices(batch)
         if cached_price is None:
-            cached_price, cached_tokens = self.input_per_mtok, 0
+            cached_price, cached_tokens = input_price, 0
         fresh = prompt_tokens - cached_tokens
         return (
-            fresh * self.input_per_mtok
-            + cached_tokens * cached_price
-            + completion_tokens * self.output_per_mtok
+            fresh * input_price + cached_tokens * cached_price + completion_tokens * output_price
         ) / 1_000_000
+
+    def prices(self, batch: bool = False) -> tuple[float, float, float | None]:
+        """Per million tokens: input, output and cached input (None: billed as input)."""
+        online = (self.input_per_mtok, self.output_per_mtok, self.cached_input_per_mtok)
+        if not batch:
+            return online
+        if self.batch_prices is not None:
+            return self.batch_prices
+        return online[0] / 2, online[1] / 2, online[2] / 2 if online[2] is not None else None
 
     def usage(
         self, prompt_tokens: int | None, completion_tokens: int | None, choices: int = 1
@@ -74,12 +90,13 @@ class ModelInfo:
         prompt_tokens: int | None,
         completion_tokens: int | None,
         cached_tokens: int | None = None,
+        batch: bool = False,
     ) -> float | None:
         """What believable counts cost; None (unknown) when either count is unknown (an
         unknown cached count bills the whole prompt at the input price)."""
         if prompt_tokens is None or completion_tokens is None:
             return None
-        return self.cost(prompt_tokens, completion_tokens, cached_tokens or 0)
+        return self.cost(prompt_tokens, completion_tokens, cached_tokens or 0, batch)
 
 
 USAGE_CEILING = 100_000_000
@@ -311,6 +328,7 @@ def lookup(model_id: str) -> ModelInfo | None:
         "cached_input_per_mtok": found.cached_input_per_mtok,
         "prices_as_of": found.as_of or "its snapshot",
         "price_source": prices.source(),
+        "batch_prices": found.batch,
     }
     if hand is not None:
         return replace(hand, **priced)  # type: ignore[arg-type]

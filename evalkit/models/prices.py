@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 PACKAGE = "genai-prices"
+_MEMO_FORMAT = 2  # bumped when a memo's rows change shape (2: batch prices)
 # models priced per token that do not take text prompts on chat or completions
 _NOT_TEXT = (
     *("embedding", "tts", "whisper", "image", "realtime", "audio", "transcribe", "live"),
@@ -38,6 +39,8 @@ class Listed:
     cached_input_per_mtok: float | None
     context_window: int | None
     as_of: str  # the date the price applies from ("" when the snapshot gives none)
+    # on the Batch API: input, output, cached input; None when the snapshot lists no batch price
+    batch: tuple[float, float, float | None] | None = None
 
 
 def listed(name: str) -> Listed | None:
@@ -66,7 +69,7 @@ def _table() -> dict[str, Listed]:
     if memo is not None:
         with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
             rows = json.loads(memo.read_text(encoding="utf-8"))
-            return {name: Listed(*row) for name, row in rows.items()}
+            return {name: _listed(row) for name, row in rows.items()}
     rows = _read_package(installed)
     if memo is not None:
         with contextlib.suppress(OSError):
@@ -74,7 +77,12 @@ def _table() -> dict[str, Listed]:
             tmp = memo.with_name(f"{memo.name}.{os.getpid()}.tmp")
             tmp.write_text(json.dumps(rows), encoding="utf-8")
             os.replace(tmp, memo)
-    return {name: Listed(*row) for name, row in rows.items()}
+    return {name: _listed(row) for name, row in rows.items()}
+
+
+def _listed(row: list[Any]) -> Listed:
+    given, output, cached, window, as_of, batch = row
+    return Listed(given, output, cached, window, as_of, tuple(batch) if batch else None)
 
 
 def _version() -> str | None:
@@ -90,7 +98,7 @@ def _memo_path(installed: str) -> Path | None:
     if not folder:
         base = os.environ.get("XDG_CACHE_HOME") or (Path.home() / ".cache")
         folder = str(Path(base) / "evalkit")
-    return Path(folder) / f"openai-prices-{installed}.json"
+    return Path(folder) / f"openai-prices-{installed}-{_MEMO_FORMAT}.json"
 
 
 def _read_package(installed: str) -> dict[str, list[Any]]:
@@ -109,7 +117,8 @@ def _read_package(installed: str) -> dict[str, list[Any]]:
         if given[0] is None or given[1] is None:
             continue
         cached = _mtok(price.cache_read_mtok)
-        row = [given[0], given[1], cached, model.context_window, start or ""]
+        batch = _batch(getattr(model, "price_variants", None), today, types)
+        row = [given[0], given[1], cached, model.context_window, start or "", batch]
         for name in [model.id, *_exact_names(model.match)]:
             rows.setdefault(name, row)
     return rows
@@ -129,6 +138,24 @@ def _current(prices: Any, today: datetime.date, types: Any) -> tuple[Any, str | 
             if start is None or begins > start:
                 best, start = conditional.prices, begins
     return best, start
+
+
+def _batch(variants: Any, today: datetime.date, types: Any) -> list[Any] | None:
+    """The Batch API's prices (input, output, cached input) that apply today, if listed."""
+    found = None
+    for variant in variants or []:
+        if getattr(variant, "when", None) != {"processing": "batch"}:
+            continue
+        constraint = variant.constraint
+        starts = isinstance(constraint, types.StartDateConstraint)
+        if constraint is None or (starts and constraint.start_date <= today):
+            found = variant.prices
+    if found is None:
+        return None
+    given = _mtok(found.input_mtok), _mtok(found.output_mtok)
+    if given[0] is None or given[1] is None:
+        return None
+    return [given[0], given[1], _mtok(found.cache_read_mtok)]
 
 
 def _mtok(value: Any) -> float | None:

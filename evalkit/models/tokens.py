@@ -79,10 +79,18 @@ class Counter:
         return len(self._encode(text))
 
     def body(self, body: dict[str, Any]) -> int:
-        """Prompt tokens of a chat or completions request body."""
+        """Prompt tokens of a chat, Responses API or completions request body."""
+        if "input" in body and "messages" not in body:  # the Responses API
+            messages = body["input"] if isinstance(body["input"], list) else []
+            instructions = body.get("instructions")
+            if isinstance(instructions, str):
+                messages = [{"role": "system", "content": instructions}, *messages]
+            return self.body({"messages": messages})
         if "messages" in body:
             total = REPLY_PRIMING
             for message in body["messages"]:
+                if not isinstance(message, dict):
+                    continue
                 total += TOKENS_PER_MESSAGE
                 for key, value in message.items():
                     if isinstance(value, str):
@@ -101,11 +109,14 @@ class Counter:
         """A text part's tokens, or an image's by its size and detail."""
         if not isinstance(part, dict):
             return 0
-        if part.get("type") == "text":
+        kind = part.get("type")
+        if kind in ("text", "input_text", "output_text"):
             text = part.get("text")
             return self.text(text) if isinstance(text, str) else 0
         image = part.get("image_url")
-        if part.get("type") != "image_url" or not isinstance(image, dict):
+        if kind == "input_image":  # the Responses API: the URL itself, detail beside it
+            image = {"url": image, "detail": part.get("detail", "auto")}
+        elif kind != "image_url" or not isinstance(image, dict):
             return 0
         url = image.get("url")
         size = data_url_size(url) if isinstance(url, str) else None

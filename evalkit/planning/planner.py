@@ -10,7 +10,7 @@ as renders or requests.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -97,8 +97,11 @@ class Planner:
         targets: list[Target],
         samples: int | None = None,
         keep: int = KEEP_BYTES,
+        cases: Sequence[int] | None = None,
     ) -> None:
         self.suite = suite
+        # the indices of the cases this run plans, in the suite's order: all, or a shard's
+        self.cases: Sequence[int] = range(len(suite.cases)) if cases is None else cases
         self.targets = targets
         self.samples = samples or suite.samples
         self.keep = keep
@@ -112,6 +115,11 @@ class Planner:
         self._counters: dict[str, Counter] = {}
 
     @property
+    def requests_per_model(self) -> int:
+        """First-round requests per model: cases × variants × samples."""
+        return len(self.cases) * len(self._variants) * self.samples
+
+    @property
     def held(self) -> int:
         """How many cases' renders are held for passes still to come."""
         return len(self._held)
@@ -119,7 +127,7 @@ class Planner:
     def groups(self, target: Target) -> Iterator[Group]:
         """One model's stream, case by case, lazily (the model's workers share it)."""
         self._passed.setdefault(target.id, 0)
-        for index in range(len(self.suite.cases)):
+        for index in self.cases:
             held = self._case(index)
             for name, variant in self._variants.items():
                 yield self._group(held, name, variant, target)
@@ -131,7 +139,8 @@ class Planner:
         Collecting, what cannot be rendered or sent is a `Failure` of its case and the walk
         goes on; otherwise it raises.
         """
-        for index, case in enumerate(self.suite.cases):
+        for index in self.cases:
+            case = self.suite.cases[index]
             failures: list[Failure] | None = [] if collect else None
             held = self._case(index, failures)
             groups = []

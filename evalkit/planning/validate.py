@@ -8,7 +8,7 @@ not raised one by one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from pydantic import ValidationError
 
@@ -48,14 +48,17 @@ def validated(
     allow_overflow: bool = False,
     samples: int | None = None,
     keep: int = KEEP_BYTES,
+    cases: Sequence[int] | None = None,
 ) -> tuple[list[Problem], Planner]:
     """`check_suite`'s problems, and the planner they were found with: the run goes on with
-    it, so what validation rendered (up to `keep` bytes) is not rendered again."""
+    it, so what validation rendered (up to `keep` bytes) is not rendered again. `cases`: the
+    indices of the cases to plan and render (a shard's), else all; ids are checked in all."""
     report = _Problems(suite)
     if not suite.cases:
         report.add(("cases",), "the suite has no cases")
     _check_ids(suite, report)
-    planner = Planner(suite, _resolve_models(suite, models, environ, report), samples, keep)
+    targets = _resolve_models(suite, models, environ, report)
+    planner = Planner(suite, targets, samples, keep, cases)
     sendable: set[tuple[object, ...]] = set()
     for planned in planner.walk(collect=True):
         if report.full:

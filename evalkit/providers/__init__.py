@@ -63,6 +63,7 @@ class ProviderError(Exception):
         retryable: bool = False,
         status: int | None = None,
         retry_after: float | None = None,
+        batch_id: str | None = None,
     ) -> None:
         super().__init__(message)
         self.error_type = error_type
@@ -70,6 +71,7 @@ class ProviderError(Exception):
         self.retryable = retryable
         self.status = status
         self.retry_after = retry_after
+        self.batch_id = batch_id  # the Batch API batch whose line this is
 
 
 class Provider(Protocol):

@@ -74,6 +74,7 @@ class RequestEntry(TypedDict, total=False):
     started_at: str
     attempts: int
     cached: bool
+    batch_id: str
     error_type: str
     error: str
     status: int | None
@@ -116,6 +117,21 @@ class SelectEntry(TypedDict, total=False):
     max_tokens: int | None
 
 
+class BatchEntry(TypedDict, total=False):
+    """A Batch API batch file: `uploaded` (its keys in line order), `submitted` (its batch id),
+    `ended` (its last status and counts); journaled before evalkit waits on it."""
+
+    kind: Literal["batch"]
+    event: Literal["uploaded", "submitted", "ended"]
+    file_id: str
+    model: str
+    endpoint: str
+    keys: list[str]
+    batch_id: str
+    status: str
+    counts: dict[str, Any]
+
+
 class RetireEntry(TypedDict):
     """Slots whose earlier entries no longer count (the suite changed before a resume)."""
 
@@ -130,6 +146,7 @@ class Provenance:
     started_at: str
     attempts: int
     cached: bool = False
+    batch_id: str | None = None  # answered by this Batch API batch (at its price)
 
 
 # ----------------------------------------------------------------------------- constructors
@@ -188,6 +205,8 @@ def request_entry(
         "attempts": provenance.attempts,
         "cached": provenance.cached,
     }
+    if provenance.batch_id is not None:
+        entry["batch_id"] = provenance.batch_id
     if isinstance(outcome, ProviderError):
         entry["error_type"] = outcome.error_type
         entry["error"] = outcome.message
@@ -202,10 +221,11 @@ def request_entry(
     entry["cached_tokens"] = cached
     entry["reasoning_tokens"] = _part(outcome.get("reasoning_tokens"), ct)
     entry["system_fingerprint"] = outcome.get("system_fingerprint")
-    entry["latency_s"] = outcome.get("latency_s")
-    entry["ttft_s"] = outcome.get("ttft_s")
+    batch = provenance.batch_id is not None
+    entry["latency_s"] = None if batch else outcome.get("latency_s")  # not measured per line
+    entry["ttft_s"] = None if batch else outcome.get("ttft_s")
     entry["choices"] = [cast(ChoiceRecord, dict(c)) for c in outcome.get("choices") or []]
-    entry["cost_usd"] = 0.0 if provenance.cached else target.info.usage_cost(pt, ct, cached)
+    entry["cost_usd"] = 0.0 if provenance.cached else target.info.usage_cost(pt, ct, cached, batch)
     return entry
 
 
@@ -248,6 +268,10 @@ def select_entry(
         "rounds": rounds,
         "max_tokens": max_tokens,
     }
+
+
+def batch_entry(event: str, file_id: str, **fields: Any) -> BatchEntry:
+    return cast(BatchEntry, {"kind": "batch", "event": event, "file_id": file_id, **fields})
 
 
 def retire_entry(slots: Iterable[Slot]) -> RetireEntry:

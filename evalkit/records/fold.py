@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar, cast
 
 from evalkit.models.catalog import believable, believable_cost
 from evalkit.records.entries import (
+    BatchEntry,
     JudgeEntry,
     RequestEntry,
     SampleKey,
@@ -32,6 +33,7 @@ class Prior:
     requests: dict[str, RequestEntry] = field(default_factory=dict)  # by key, answered
     selections: dict[Slot, SelectEntry] = field(default_factory=dict)
     judged: dict[str, JudgeEntry] = field(default_factory=dict)  # by key, answered
+    batches: list[BatchEntry] = field(default_factory=list)  # Batch API files, in order
 
 
 @dataclass
@@ -91,6 +93,9 @@ def _fold(
         kind = line.get("kind")
         if kind == "retire":
             out.retire((s[0], s[1], s[2]) for s in line.get("slots") or [])
+            continue
+        if kind == "batch":
+            prior.batches.append(cast(BatchEntry, line))
             continue
         slot = _slot(line)
         if kind == "select":

@@ -137,6 +137,7 @@ _REQUEST: dict[str, Rule] = {
     "max_tokens": _optional(INT64),
     "started_at": _optional(TIME),
     "error_type": _optional(TEXT),
+    "batch_id": _optional(TEXT),
     "cost_usd": _optional(NUMBER),
     "charged_usd": _optional(NUMBER),
     "check_meta": _optional((_weights, "a mapping of check names to weights")),
@@ -160,6 +161,16 @@ _KINDS: dict[str | None, tuple[dict[str, Rule], dict[str, Rule]]] = {  # (requir
         {"variant": TEXT, "cost_usd": _optional(NUMBER), "charged_usd": _optional(NUMBER)},
     ),
     "retire": ({"slots": _list(_list(TEXT, length=3))}, {}),
+    "batch": (
+        {"event": TEXT, "file_id": TEXT},
+        {
+            "model": TEXT,
+            "endpoint": TEXT,
+            "keys": _list(TEXT, most=50_000),
+            "batch_id": TEXT,
+            "status": TEXT,
+        },
+    ),
 }
 
 

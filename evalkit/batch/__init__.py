@@ -1,0 +1,1 @@
+"""The Batch API executor: a run's requests sent as batch files, answered into the same entries."""
