@@ -155,6 +155,15 @@ def run(
     ] = None,
     fail_on: FailOnOption = "significant",
     alpha: AlphaOption = 0.05,
+    gates: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--gate",
+            help="A gate rule, repeatable, replacing the suite's gate: pass_rate>=0.9, "
+            "pass_rate[model=M,variant=V,check=C]>=0.8, A>B (better), A>=B[margin=0.05] (not "
+            "worse). The run then exits by the gate.",
+        ),
+    ] = None,
     write_report: Annotated[
         bool, typer.Option("--report", help="Write report.html, report.md, junit.xml.")
     ] = False,
@@ -180,6 +189,8 @@ def run(
     if batch_topup not in ("batch", "online"):
         raise UsageError(f"--batch-topup {batch_topup!r}: use batch or online")
     # bad input here fails before anything is sent
+    for expression in gates or []:
+        evalkit.parse_gate(expression)
     shard = evalkit.Shard.parse(shard_option) if shard_option is not None else None
     gate = evalkit.Gate.load(baseline, fail_on, alpha) if baseline is not None else None
     settings = evalkit.RunSettings(
@@ -197,6 +208,8 @@ def run(
         cache_dir=cache_dir_option,
         allow_overflow=allow_overflow,
         allow_outside_cases=allow_outside_cases,
+        gates=gates,
+        alpha=alpha,
         shard=shard,
         batch=batch,
         poll_interval_s=poll_interval,
@@ -235,6 +248,8 @@ def _after_run(result: evalkit.RunResult, gate: evalkit.Gate | None, report: boo
     typer.echo(console.run_summary(result))
     if result.reason:
         typer.echo(console.run_reason(result), err=True)
+    if result.gates is not None:
+        typer.echo(console.gate_text(result.gates))
     if gate is not None:
         result = gate.judge(result)
     if result.comparison is not None:

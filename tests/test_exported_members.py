@@ -21,6 +21,7 @@ EXPORTED = {
     *("pass_at_k", "pass_hat_k", "reduce_samples"),
     # comparing, gating, reporting
     *("compare_runs", "RunComparison", "Gate", "write_reports"),
+    *("GateRule", "GateOutcome", "parse_gate", "judge_gates"),
     # shards and merging them
     *("Shard", "ShardSize", "shard_of", "shard_sizes", "merge_runs", "Merged", "MergeError"),
     # the response cache
