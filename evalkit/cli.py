@@ -325,6 +325,9 @@ def merge(
     merged = evalkit.merge_runs(run_dirs, out, allow_incomplete)
     typer.echo(console.run_directory(merged.run_dir))
     typer.echo(console.merged_text(merged))
+    if merged.gates is not None:  # the shards' gate, decided on every case at once
+        typer.echo(console.gate_text(merged.gates))
+        raise typer.Exit(exit_code(gates=[o.held for o in merged.gates]))
 
 
 cache_app = typer.Typer(

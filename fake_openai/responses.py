@@ -18,7 +18,6 @@ What it answers follows ``fake_openai.answers`` (``ANSWER:``, ``LENGTH_UNTIL_MAX
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import time
 from collections.abc import Callable
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from fake_openai import answers
-from fake_openai.faults import early_answer, misreport_usage, truncated
+from fake_openai.faults import misreport_usage, truncated
 from fake_openai.jobs import BadRequest, Job, is_reasoning_model
 from fake_openai.wire import SSE_HEADERS, dumps, error_body, error_response, loads
 
@@ -78,19 +77,9 @@ _MOVED = {"max_tokens": "max_output_tokens", "max_completion_tokens": "max_outpu
 async def handle(server: FakeOpenAI, request: web.Request) -> web.StreamResponse:
     """One Responses API request, through the server's recording, auth, faults and latency."""
     body = await server._read_json(request)
-    server._record(request, body)
-    auth_error = server._auth_error(request)
-    if auth_error is not None:
-        return auth_error
-    fault = server._faults.next(server.rate_429)
-    delay = server._latency_s(body) + (fault.delay_ms / 1000.0 if fault else 0.0)
-    if delay > 0:
-        await asyncio.sleep(delay)
-    request_id = f"req_{next(server._ids)}"
-    if fault is not None and fault.kind != "ok":
-        early = await early_answer(request, fault, body, server._stopping)
-        if early is not None:
-            return early
+    ended, fault, request_id = await server.admit(request, body)
+    if ended is not None:
+        return ended
     try:
         job = parse_response_job(body, server.tokenizer)
     except BadRequest as exc:

@@ -37,7 +37,7 @@ from fake_openai import answers, responses
 from fake_openai.batch_files import FileStore, add_file_routes
 from fake_openai.batch_routes import add_batch_routes
 from fake_openai.batches import BatchService
-from fake_openai.faults import FaultScript, early_answer, misreport_usage, truncated
+from fake_openai.faults import Fault, FaultScript, early_answer, misreport_usage, truncated
 from fake_openai.jobs import BadRequest, Job, parse_job
 from fake_openai.wire import (
     JSON_HEADERS,
@@ -389,12 +389,16 @@ class FakeOpenAI:
     async def _handle_completions(self, request: web.Request) -> web.StreamResponse:
         return await self._handle_completion_like(request, chat=False)
 
-    async def _handle_completion_like(self, request: web.Request, chat: bool) -> web.StreamResponse:
-        body = await self._read_json(request)
+    async def admit(
+        self, request: web.Request, body: Any
+    ) -> tuple[web.StreamResponse | None, Fault | None, str]:
+        """What every model route does first: record the request, check the key, wait the
+        latency, play a scripted fault. The answer when the request ends there, the fault to
+        apply to a normal answer, and the request's id."""
         self._record(request, body)
         auth_error = self._auth_error(request)
         if auth_error is not None:
-            return auth_error
+            return auth_error, None, ""
         fault = self._faults.next(self.rate_429)
         delay = self._latency_s(body) + (fault.delay_ms / 1000.0 if fault else 0.0)
         if delay > 0:
@@ -403,7 +407,14 @@ class FakeOpenAI:
         if fault is not None and fault.kind != "ok":
             early = await early_answer(request, fault, body, self._stopping)
             if early is not None:
-                return early
+                return early, fault, request_id
+        return None, fault, request_id
+
+    async def _handle_completion_like(self, request: web.Request, chat: bool) -> web.StreamResponse:
+        body = await self._read_json(request)
+        ended, fault, request_id = await self.admit(request, body)
+        if ended is not None:
+            return ended
         kind = fault.kind if fault is not None else "ok"
         if (isinstance(body, dict) and body.get("stream") is True) or kind == "truncated_sse":
             try:

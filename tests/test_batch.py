@@ -216,6 +216,18 @@ def _start(args: list[str], tmp_path: Path, env: dict[str, str]) -> Any:
     )
 
 
+def _killed_once_submitted(suite: Path, tmp_path: Path, env: dict[str, str]) -> Path:
+    """`evalkit run SUITE --batch` SIGKILLed once its batch is submitted: its run directory."""
+    import signal
+
+    args = ["run", str(suite), "--batch", "--poll-interval", "0.05", "--no-cache"]
+    killed = _start([*args, "--out", "runs"], tmp_path, env)
+    run_dir = _wait_for_submitted(tmp_path / "runs")
+    killed.send_signal(signal.SIGKILL)
+    killed.communicate(timeout=30)
+    return run_dir
+
+
 def _wait_for_submitted(root: Path, timeout_s: float = 60) -> Path:
     import time
 
@@ -231,17 +243,12 @@ def _wait_for_submitted(root: Path, timeout_s: float = 60) -> Path:
 def test_a_killed_batch_run_resumes_by_reattaching_not_resubmitting(
     openai: FakeOpenAI, write: Write, tmp_path: Path
 ) -> None:
-    import signal
 
     from tests.conftest import cli_env, run_evalkit
 
     openai.script_batches([{"seconds": 3}])
     env = cli_env(openai.url)
-    args = ["run", str(small_suite(write)), "--batch", "--poll-interval", "0.05", "--no-cache"]
-    killed = _start([*args, "--out", "runs"], tmp_path, env)
-    run_dir = _wait_for_submitted(tmp_path / "runs")
-    killed.send_signal(signal.SIGKILL)
-    killed.communicate(timeout=30)
+    run_dir = _killed_once_submitted(small_suite(write), tmp_path, env)
     assert openai.batch_stats()["created"] == 1
     assert json.loads((run_dir / "manifest.json").read_text())["status"] == "running"
 
@@ -260,17 +267,12 @@ def test_a_killed_batch_run_resumes_by_reattaching_not_resubmitting(
 def test_batches_shows_and_cancels_a_run_s_batches_and_a_resume_sends_the_rest(
     openai: FakeOpenAI, write: Write, tmp_path: Path
 ) -> None:
-    import signal
 
     from tests.conftest import cli_env, run_evalkit
 
     openai.script_batches([{"stuck_after": 0.5}, "ok"])
     env = cli_env(openai.url)
-    args = ["run", str(small_suite(write)), "--batch", "--poll-interval", "0.05", "--no-cache"]
-    killed = _start([*args, "--out", "runs"], tmp_path, env)
-    run_dir = _wait_for_submitted(tmp_path / "runs")
-    killed.send_signal(signal.SIGKILL)
-    killed.communicate(timeout=30)
+    run_dir = _killed_once_submitted(small_suite(write), tmp_path, env)
 
     shown = run_evalkit("batches", str(run_dir), cwd=tmp_path, env=env)
     assert shown.returncode == 0, shown.stderr
@@ -405,3 +407,47 @@ def test_shards_run_as_batches_merge_into_the_unsharded_batch_run(
     frame = load_run(merged.run_dir)
     assert frame["batch_id"].notna().all() and frame["batch_id"].nunique() == 4  # 2 per shard
     assert frame["cost_usd"].sum() == pytest.approx(load_run(whole.run_dir)["cost_usd"].sum())
+
+
+def test_batch_and_online_runs_share_the_response_cache(
+    openai: FakeOpenAI, write: Write, tmp_path: Path
+) -> None:
+    suite_path = small_suite(write)
+    cache = {"cache": True, "cache_dir": tmp_path / "cache"}
+    run_suite(load_suite(suite_path), batch_settings(tmp_path / "b", **cache))
+    online = run_suite(load_suite(suite_path), run_settings(tmp_path / "o", **cache))
+    assert chat_requests(openai) == 0  # every answer the batch had, free
+    assert load_run(online.run_dir)["cached"].all()
+    openai.reset()
+    other = write("other.yaml", suite_path.read_text().replace("small", "other"))
+    run_suite(load_suite(other), run_settings(tmp_path / "o2", **cache))  # same requests
+    again = run_suite(load_suite(other), batch_settings(tmp_path / "b2", **cache))
+    assert openai.batch_stats()["created"] == 0 and load_run(again.run_dir)["cached"].all()
+
+
+def test_max_cost_is_checked_before_a_request_joins_a_batch(
+    openai: FakeOpenAI, write: Write, tmp_path: Path
+) -> None:
+    suite = load_suite(small_suite(write, 40))
+    full = run_suite(suite, batch_settings(tmp_path / "full"))
+    per_request = load_run(full.run_dir)["cost_usd"].max()
+    openai.reset()
+    capped = run_suite(suite, batch_settings(tmp_path / "capped", max_cost=per_request * 5))
+    assert capped.status == "budget"
+    assert 0 < openai.batch_stats()["lines"] < 40
+    assert load_run(capped.run_dir)["cost_usd"].sum() <= per_request * 5 + 1e-12
+
+
+def test_a_responses_suite_runs_in_batch(openai: FakeOpenAI, tmp_path: Path) -> None:
+    suite = load_suite(REPO / "suites" / "responses.yaml")
+    online = run_suite(suite, run_settings(tmp_path / "online", cache=False))
+    openai.reset()
+    batched = run_suite(suite, batch_settings(tmp_path / "batch"))
+    assert openai.count("/v1/responses") == 0
+    inputs = [f for f in openai.batches.files.all() if f.purpose == "batch"]
+    for file in inputs:
+        for raw in file.data.decode().splitlines():
+            line = json.loads(raw)
+            assert line["url"] == "/v1/responses"
+            assert_valid("responses", line["body"])
+    pd.testing.assert_frame_equal(rows(online.run_dir), rows(batched.run_dir))

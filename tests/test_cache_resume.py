@@ -359,6 +359,22 @@ def test_a_killed_run_resumes_without_sending_anything_twice(
     assert manifest["resumes"][-1]["reused_requests"] == len(done)
 
 
+def test_cases_with_one_prompt_each_keep_their_own_rows_on_resume(
+    openai: FakeOpenAI, write: Write, tmp_path: Path
+) -> None:
+    """Two cases that send the same body have one request key: a resumed run reuses the
+    answer for both, each under its own case id, and sends nothing."""
+    text = SUITE + "".join(f"  - {{id: c{i}, vars: {{a: same}}}}\n" for i in range(3))
+    result = run_suite(load_suite(write("s.yaml", text)), _settings(tmp_path, cache=False))
+    _simulate_kill(result.run_dir, keep=1)  # killed once the first case was journaled
+    openai.reset()
+    resume_run(result.run_dir, _settings(tmp_path, cache=False))
+    assert openai.count() == 0
+    frame = load_run(result.run_dir)
+    assert sorted(frame["case_id"]) == ["c0", "c1", "c2"]
+    assert frame["error_type"].isna().all() and (frame["output"] == "same").all()
+
+
 def test_a_torn_last_journal_line_is_sent_again_on_resume(
     openai: FakeOpenAI, write: Write, tmp_path: Path
 ) -> None:

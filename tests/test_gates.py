@@ -393,3 +393,27 @@ def test_a_shard_is_not_judged_by_the_gate(
     code, out, _, run_dir = run(openai, tmp_path, "--shard", "1/2")
     assert code == 1 and "gate held" not in out  # as without a gate: failed samples count
     assert run_dir is not None and manifest(run_dir)["gate"]["held"] is None
+
+
+# a merge of shards decides the gate no shard decides alone
+
+
+@pytest.mark.parametrize(("minimum", "code"), [("0.4", 0), ("0.9", 1)])
+def test_a_merge_of_shards_is_judged_by_their_gate(
+    openai: FakeOpenAI, write: Write, tmp_path: Path, minimum: str, code: int
+) -> None:
+    gate = f"gate:\n  - pass_rate: {{min: {minimum}, variant: bad}}\n"
+    write("s.yaml", suite_text(gate))
+    dirs = []
+    for i in (1, 2):
+        returncode, _, stderr, run_dir = run(openai, tmp_path, "--shard", f"{i}/2")
+        assert run_dir is not None and returncode in (0, 1), stderr
+        assert manifest(run_dir)["gate"]["held"] is None  # a shard decides nothing
+        dirs.append(str(run_dir))
+    merged = run_evalkit("merge", *dirs, "--out", "merged", cwd=tmp_path, env=cli_env(openai.url))
+    assert merged.returncode == code, merged.stdout + merged.stderr
+    assert ("gate held" if code == 0 else "gate FAILED (1 of 1)") in merged.stdout
+    kept = manifest(tmp_path / "merged")["gate"]
+    assert kept["held"] is (code == 0)
+    (outcome,) = kept["outcomes"]
+    assert outcome["observed"] == pytest.approx(GOOD_IN_BAD / CASES)  # on every case at once

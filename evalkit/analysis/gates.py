@@ -88,6 +88,24 @@ def judge_gates(
     return out
 
 
+def judge_merged(frame: pd.DataFrame, manifest: dict[str, Any]) -> list[GateOutcome]:
+    """A merged run judged by the gate its shards recorded (a shard decides nothing alone:
+    its cases are a part of the suite); the outcomes go into `manifest["gate"]`. [] when the
+    shards recorded no gate."""
+    from evalkit.suite.gates import parse_gate
+
+    gate = manifest.get("gate") or {}
+    texts = gate.get("rules") or []
+    if not texts:
+        return []
+    variants = {str(v) for v in frame["variant"].dropna().unique() if v}
+    rules = [parse_gate(str(text), variants) for text in texts]
+    outcomes = judge_gates(rules, frame, float(gate.get("alpha") or 0.05))
+    gate.update(held=all(o.held for o in outcomes), outcomes=[o.as_dict() for o in outcomes])
+    manifest["gate"] = gate
+    return outcomes
+
+
 def judge_run(result: RunResult, rules: list[GateRule], alpha: float = 0.05) -> RunResult:
     """`result` with its gate's outcomes, which then decide its exit code; a run that did not
     complete is not judged (it exits 3 either way)."""

@@ -31,6 +31,8 @@ from evalkit.records.store import JOURNAL, MANIFEST, RunDir, read_manifest
 if TYPE_CHECKING:
     import pandas as pd
 
+    from evalkit.analysis.gates import GateOutcome
+
 # what must be the same in every shard, as messages name it (read by `_facets`)
 _SAME = ("models", "suite parameters", "--model", "--samples", "--allow-overflow")
 _SUMMED = ("planned", "requests", "errors", "reused", "cached", "spent_usd")
@@ -58,6 +60,7 @@ class Merged:
     rows: int
     status: str
     incomplete: list[str]
+    gates: list[GateOutcome] | None = None  # the suite's gate judged on the merged rows
 
 
 def merge_runs(
@@ -281,6 +284,12 @@ def _write(
         )
     if unwritten is not None:
         status, reason = "failed", "; ".join(filter(None, [reason, unwritten]))
+    gates = None
+    if status == "complete" and first.get("gate"):
+        from evalkit.analysis.gates import judge_merged
+
+        run.manifest["gate"] = {**first["gate"], "held": None, "outcomes": []}
+        gates = judge_merged(merged, run.manifest) or None
     run.manifest["started_at"] = min(
         (str(r.manifest["started_at"]) for r in ordered if r.manifest.get("started_at")),
         default=run.manifest["started_at"],
@@ -288,7 +297,7 @@ def _write(
     per_model = _nested_sums([r.manifest.get("per_model") for r in ordered])
     run.finish(status, reason=reason, counts=counts, per_model=per_model)
     labels = [str(r.shard) for r in incomplete]
-    return Merged(run.path, len(ordered), cases, len(merged), status, labels)
+    return Merged(run.path, len(ordered), cases, len(merged), status, labels, gates)
 
 
 def _copy_journals(sources: list[Path], target: Path) -> None:
