@@ -123,15 +123,23 @@ class SuiteError(InputError):
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
+INCONCLUSIVE = 5  # `run --sequential` stopped by --max-cases or --max-cost, undecided
+
+
 def exit_code(
-    error: BaseException | None = None, *, complete: bool = True, failed: bool = False
+    error: BaseException | None = None,
+    *,
+    complete: bool = True,
+    failed: bool = False,
+    inconclusive: bool = False,
 ) -> int:
     """The exit code of a command; decided here and nowhere else (docs/design.md).
 
     With an `error`: its `exit_code` for an `EvalkitError` (2 bad input, 3 a run that could
     not complete), 3 for an interruption, 4 for anything else (a bug). Without: 3 when the
     run did not `complete`, 1 when it `failed` (a kept sample failed a required check, or
-    the gate found a regression), 0 when all is good.
+    the gate found a regression), 0 when all is good. A sequential run that stopped
+    undecided is `inconclusive`: INCONCLUSIVE (5).
     """
     if error is not None:
         if isinstance(error, EvalkitError):
@@ -139,6 +147,8 @@ def exit_code(
         return 3 if isinstance(error, KeyboardInterrupt) else 4
     if not complete:
         return RunError.exit_code
+    if inconclusive:
+        return INCONCLUSIVE
     return 1 if failed else 0
 
 

@@ -16,6 +16,7 @@ from evalkit.errors import InputError, RunError
 from evalkit.execution.execute import execute
 from evalkit.execution.prepare import prepare_run, run_manifest, validated_targets
 from evalkit.execution.resume import plan_resume, unfinished_runs
+from evalkit.execution.sequential import resumed_sequential, run_sequential
 from evalkit.execution.settings import RunResult, RunSettings
 from evalkit.planning.estimate import DryRun, estimate, overflow_problems
 from evalkit.planning.shard import Shard
@@ -35,6 +36,8 @@ def run_suite(suite: Suite, settings: RunSettings | None = None) -> RunResult:
         unfinished = _unfinished_run(suite, settings)
         if unfinished is not None and offer(unfinished):
             return resume_run(unfinished, settings)
+    if settings.sequential is not None:  # rounds until decided (sequential.py)
+        return run_sequential(suite, settings)
     prepared = prepare_run(suite, settings)
     manifest = run_manifest(suite, prepared, settings)
     run = RunDir.create(Path(settings.out), new_run_id(suite.name or "suite"), manifest)
@@ -79,6 +82,10 @@ def resume_run(run_dir: Path, settings: RunSettings | None = None) -> RunResult:
     if not suite_path or not Path(suite_path).exists():
         suite_path = manifest.get("suite", {}).get("abspath")
     suite = load_suite(suite_path, settings.allow_outside_cases)
+    if manifest.get("sequential"):  # its rounds replayed, what the journal holds reused
+        return run_sequential(
+            suite, resumed_sequential(manifest, settings), RunDir(run_dir, manifest)
+        )
     prepared = prepare_run(suite, settings)
     plan = plan_resume(run_dir, manifest, suite, prepared.planner)
     run = RunDir(run_dir, manifest)

@@ -11,6 +11,7 @@ from evalkit.errors import exit_code
 
 if TYPE_CHECKING:
     from evalkit.analysis.compare import RunComparison
+    from evalkit.execution.sequential import SequentialSettings
     from evalkit.planning.shard import Shard
 
 
@@ -38,6 +39,8 @@ class RunSettings:
     batch: bool = False  # --batch: every model's requests through the Batch API
     poll_interval_s: float | None = None  # --poll-interval (None: the run's own, else 60 s)
     batch_topup: str = "batch"  # --batch-topup: a raised-max_tokens round in "batch" or "online"
+    # --sequential: send in rounds until decided (see execution/sequential.py)
+    sequential: SequentialSettings | None = None
     # called with the run directory once it exists, before anything is sent
     on_start: Callable[[Path], None] | None = field(default=None, repr=False)
     # asked whether to resume the latest unfinished run of the same suite and models (True)
@@ -59,10 +62,18 @@ class RunResult:
     failed_samples: int = 0  # kept samples that failed a required check
     frame: Any = field(default=None, repr=False)  # the run's DataFrame, as load_run returns it
     comparison: RunComparison | None = None  # with a baseline (`Gate.judge`), once complete
+    sequential: dict[str, Any] | None = None  # --sequential: the manifest's decision record
 
     @property
     def exit_code(self) -> int:
         """3: the run could not complete; 1: checks failed, or with a baseline the gate
         found a regression (the gate decides, not each failing check); 0: all good."""
+        if self.sequential is not None:  # the decision is the result (docs/sequential.md)
+            verdict = self.sequential.get("verdict")
+            return exit_code(
+                complete=self.status in ("complete", "budget"),
+                failed=verdict == "regression",
+                inconclusive=verdict == "inconclusive",
+            )
         failed = self.comparison.failed if self.comparison else bool(self.failed_samples)
         return exit_code(complete=self.status == "complete", failed=failed)

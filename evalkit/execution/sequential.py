@@ -1,0 +1,378 @@
+"""`run --sequential`: send the cases in rounds, stop as soon as the comparison is decided.
+
+The statistics are `analysis/sequential.py`'s anytime-valid tests (docs/sequential.md); this
+module drives them. The cases go out in one seeded random order (the cached ones first: they
+are free), in rounds of growing size (`round_sizes`). Round k is one more session of the same
+run directory, as `--resume` runs one: its planner plans the cases of rounds 1..k, the earlier
+answers are reused from the journal, and only the new round's cases are sent. After each round
+the paired outcomes of its cases are fed to a `SequentialComparison`; once it decides, nothing
+more is sent. The manifest's `sequential` record says what was decided, after how many cases,
+with which interval, what it cost and (an estimate) what it saved; cases never sent are listed
+there as not sent because of the decision, never as error rows.
+
+Two questions: a gate against a finished baseline run (its rows are side A) or a choice
+between the run's two models. A case's outcome on a side is pass/fail (the case passed, as
+`compare.case_outcomes` says) when every check is pass/fail and the side has one variant and
+model, else a score in [0, 1]: its samples' mean score, averaged over its variants.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from evalkit.analysis.sequential import Outcome, SequentialComparison, round_sizes
+from evalkit.errors import InputError, UsageError
+from evalkit.execution.execute import execute
+from evalkit.execution.prepare import Prepared, prepare_run, run_manifest
+from evalkit.execution.resume import plan_resume
+from evalkit.execution.settings import RunResult, RunSettings
+from evalkit.planning.planner import Planner
+from evalkit.records.store import JOURNAL, RunDir, new_run_id, read_journal
+from evalkit.suite.spec import Suite
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+DEFAULT_ORDER_SEED = 16  # a fixed default: the same suite goes out in the same order
+SCORED_KINDS = frozenset({"contains_all", "similarity", "python", "judge"})  # scores in (0, 1)
+NOT_SENT = "not sent because of the decision"
+SHARD_REFUSAL = (
+    "--sequential cannot run with --shard (or EVALKIT_SHARD): a shard must not decide alone, "
+    "since several shards testing on their own raise the false-alarm rate and a shard is not "
+    "a random sample of the suite (docs/sequential.md, 'Shards decide nothing alone'); run "
+    "--sequential on the whole suite"
+)
+
+Unit = tuple[str, str, str]  # case id, variant, model label: how compare pairs outcomes
+
+
+@dataclass(frozen=True)
+class SequentialSettings:
+    """What `--sequential` was asked: a gate against `baseline`, else a choice of two models."""
+
+    baseline: Path | None = None
+    alpha: float = 0.05
+    margin: float | None = None  # δ: stop once shown no worse (gate) or not better (choice)
+    order_seed: int = DEFAULT_ORDER_SEED
+    max_cases: int | None = None  # stop undecided ("inconclusive") after this many cases
+    first: int = 20  # the first round's cases; each later round is `growth` times larger
+    growth: float = 1.5
+
+
+@dataclass(frozen=True)
+class _Sides:
+    """Who is compared: the units of each case on side A and side B, and A's known values."""
+
+    mode: Literal["gate", "choice"]
+    a_name: str
+    b_name: str
+    a_units: dict[int, list[Unit]]  # by case index
+    b_units: dict[int, list[Unit]]
+    baseline: dict[Unit, float] | None  # the gate's side A, read before anything is sent
+    dearer: Literal["A", "B"] | None = None
+
+
+def run_sequential(suite: Suite, settings: RunSettings, run: RunDir | None = None) -> RunResult:
+    """Send `suite` in rounds until the comparison `settings.sequential` asks for is decided.
+
+    `run`: an unfinished sequential run to go on with (its journal is reused, its order and
+    rounds replayed); else a new run directory is created.
+    """
+    asked = settings.sequential
+    if asked is None:
+        raise ValueError("run_sequential needs settings.sequential")
+    if settings.shard is not None:
+        raise UsageError(SHARD_REFUSAL)
+    prepared = prepare_run(suite, settings)
+    sides = _sides(suite, prepared, asked)
+    outcome = _outcome(suite, sides)
+    order, cached = _order(suite, prepared, settings, asked, sides)
+    comparison = SequentialComparison(
+        len(order), sides.mode, outcome, asked.alpha, asked.margin, sides.dearer
+    )
+    if run is None:
+        manifest = run_manifest(suite, prepared, settings)
+        run = RunDir.create(Path(settings.out), new_run_id(suite.name or "suite"), manifest)
+    record = _record(suite, asked, sides, outcome, order, cached)
+    run.manifest["sequential"] = record
+    journaled = _journaled_cases(suite, run.path)
+    if settings.on_start is not None:
+        settings.on_start(run.path)
+    limit = min(len(order), asked.max_cases or len(order))
+    sent, result = 0, None
+    for size in round_sizes(len(order), asked.first, asked.growth):
+        if sent >= limit:
+            break
+        fresh = order[sent : min(sent + size, limit)]
+        sent += len(fresh)
+        cases = sorted(set(order[:sent]) | journaled)
+        planner = Planner(suite, prepared.planner.targets, prepared.planner.samples, cases=cases)
+        run.manifest["planned"] = {t.label: planner.requests_per_model for t in prepared.targets}
+        resume = plan_resume(run.path, run.manifest, suite, planner) if _has_journal(run) else None
+        run.manifest.update(status="running", finished_at=None)
+        run.write_manifest()
+        result = asyncio.run(
+            execute(suite, replace(prepared, planner=planner), settings, run, resume)
+        )
+        if result.status not in ("complete", "budget"):
+            break
+        values = _case_values(result.frame, suite)
+        a, b = _paired(fresh, sides, values, partial=result.status == "budget")
+        decision = comparison.update(a, b)
+        record["rounds"].append(
+            {"cases": len(a), "sent": decision.cases, "verdict": decision.verdict}
+            | _interval(decision)
+        )
+        if decision.decided or result.status == "budget":
+            break
+    if result is None:
+        raise InputError(f"{suite.source}: the suite has no cases to compare")
+    return _finished(run, result, comparison, record, suite)
+
+
+def _sides(suite: Suite, prepared: Prepared, asked: SequentialSettings) -> _Sides:
+    """The gate's baseline rows (read now: a bad baseline fails before anything is sent), or
+    the run's two models; UsageError when a choice does not have exactly two."""
+    variants = list(suite.variant_prompts())
+    labels = [t.label for t in prepared.targets]
+    units = {
+        i: [(case.key, v, label) for v in variants for label in labels]
+        for i, case in enumerate(suite.cases)
+    }
+    if asked.baseline is not None:
+        from evalkit.analysis.compare import case_outcomes
+        from evalkit.records.frame import load_run
+
+        frame = load_run(asked.baseline)
+        names = set(frame["suite"].dropna().unique())
+        if names and names != {suite.name or ""}:
+            raise InputError(
+                f"the baseline {asked.baseline} is a run of another suite ({', '.join(names)}), "
+                f"not {suite.name!r}: gate against a run of the same suite"
+            )
+        known = _values(case_outcomes(frame), _column(suite))
+        return _Sides("gate", "baseline", "candidate", units, units, known)
+    if len(labels) != 2:
+        raise UsageError(
+            f"--sequential without --baseline chooses between two models; this run has "
+            f"{len(labels)} ({', '.join(labels)}): give exactly two with -m A -m B, or gate "
+            "against a finished run with --baseline RUN_DIR"
+        )
+    a, b = prepared.targets
+    price_a = a.info.input_per_mtok + a.info.output_per_mtok
+    price_b = b.info.input_per_mtok + b.info.output_per_mtok
+    side = {i: [[u for u in us if u[2] == label] for label in labels] for i, us in units.items()}
+    return _Sides(
+        "choice",
+        a.label,
+        b.label,
+        {i: pair[0] for i, pair in side.items()},
+        {i: pair[1] for i, pair in side.items()},
+        None,
+        "A" if price_a > price_b else "B",  # equal or unknown prices: B must prove itself
+    )
+
+
+def _column(suite: Suite) -> str:
+    """Which outcome of a unit is compared: `passed` when every check is pass/fail."""
+    checks = [*suite.checks, *(c for case in suite.cases for c in case.expect)]
+    return "score" if any(c.kind in SCORED_KINDS for c in checks) else "passed"
+
+
+def _outcome(suite: Suite, sides: _Sides) -> Outcome:
+    """Pass/fail when every check is and each side has one unit per case, else scores (a
+    case's outcome is then the mean over its variants)."""
+    single = all(len(units) == 1 for units in sides.b_units.values())
+    return "pass_fail" if single and _column(suite) == "passed" else "score"
+
+
+def _values(outcomes: pd.DataFrame, column: str) -> dict[Unit, float]:
+    """Each unit's outcome: 1/0 for pass/fail, else its samples' mean score."""
+    series = outcomes[column].astype(float).fillna(0.0)
+    keys = outcomes.index.to_list()
+    return {(str(k[0]), str(k[1]), str(k[2])): float(v) for k, v in zip(keys, series, strict=True)}
+
+
+def _case_values(frame: pd.DataFrame, suite: Suite) -> dict[Unit, float]:
+    from evalkit.analysis.compare import case_outcomes
+
+    return _values(case_outcomes(frame), _column(suite))
+
+
+def _paired(
+    cases: Sequence[int], sides: _Sides, values: dict[Unit, float], partial: bool
+) -> tuple[list[float], list[float]]:
+    """The round's paired outcomes in the seeded order; after `--max-cost` stopped a round
+    midway, only its first cases in that order that both sides have whole (so what is fed is
+    still a prefix of the one random order)."""
+    a_known = sides.baseline if sides.baseline is not None else values
+    a: list[float] = []
+    b: list[float] = []
+    for index in cases:
+        left = [a_known.get(u) for u in sides.a_units[index]]
+        right = [values.get(u) for u in sides.b_units[index]]
+        if None in left or None in right:
+            if partial:
+                break
+            continue  # a case neither side could answer: nothing to pair
+        a.append(sum(x for x in left if x is not None) / len(left))
+        b.append(sum(y for y in right if y is not None) / len(right))
+    return a, b
+
+
+def _order(
+    suite: Suite,
+    prepared: Prepared,
+    settings: RunSettings,
+    asked: SequentialSettings,
+    sides: _Sides,
+) -> tuple[list[int], int]:
+    """The cases in the order they are sent, and how many of them lead because the cache
+    answers them already: a seeded permutation, then (stably) the cases whose every
+    first-round request is cached first, since they cost nothing. Not with a margin: which
+    cases are cached can depend on their outcome (a prompt change leaves the unchanged cases
+    cached), and the margin's interval is only valid for a random order (docs/sequential.md).
+    A gate leaves out the cases its baseline has no rows for (nothing to pair them with)."""
+    cases = list(range(len(suite.cases)))
+    if sides.baseline is not None:
+        known = sides.baseline
+        cases = [i for i in cases if all(u in known for u in sides.a_units[i])]
+        if not cases:
+            raise InputError(
+                f"the baseline {asked.baseline} has no rows for this suite's cases with these "
+                f"models ({', '.join(sorted({u[2] for us in sides.b_units.values() for u in us}))})"
+                ": gate against a run of the same suite and models"
+            )
+    random.Random(asked.order_seed).shuffle(cases)
+    if not settings.cache or settings.refresh or asked.margin is not None:
+        return cases, 0  # a margin rests on the interval, whose guarantee needs the random order
+    free = _cached_cases(prepared, settings)
+    first = [i for i in cases if i in free]
+    return first + [i for i in cases if i not in free], len(first)
+
+
+def _cached_cases(prepared: Prepared, settings: RunSettings) -> set[int]:
+    """The cases whose every first-round request, for every model, the cache answers."""
+    from evalkit.records.cache import Cache, cache_dir
+
+    cache = Cache(cache_dir(settings.cache_dir))
+    try:
+        return {
+            planned.index
+            for planned in prepared.planner.walk()
+            if all(
+                cache.get(request.key) is not None
+                for group in planned.groups
+                for request in group.first_round()
+            )
+        }
+    finally:
+        cache.close()
+
+
+def _journaled_cases(suite: Suite, run_dir: Path) -> set[int]:
+    """The cases an unfinished run's journal already holds (none for a new run): a resumed
+    sequential run plans them again so that what they have is reused, not retired."""
+    if not (run_dir / JOURNAL).is_file():
+        return set()
+    index = {case.key: i for i, case in enumerate(suite.cases)}
+    found = {entry.get("case_id") for entry in read_journal(run_dir, warn=False)}
+    return {index[key] for key in found if key in index}
+
+
+def _has_journal(run: RunDir) -> bool:
+    path = run.path / JOURNAL
+    return path.is_file() and path.stat().st_size > 0
+
+
+def _record(
+    suite: Suite,
+    asked: SequentialSettings,
+    sides: _Sides,
+    outcome: Outcome,
+    order: list[int],
+    cached: int,
+) -> dict[str, Any]:
+    """The manifest's `sequential` record as a run starts; `_finished` adds the decision."""
+    return {
+        "mode": sides.mode,
+        "a": sides.a_name,
+        "b": sides.b_name,
+        "baseline": str(asked.baseline) if asked.baseline is not None else None,
+        "dearer": sides.dearer if asked.margin is not None else None,
+        "outcome": outcome,
+        "alpha": asked.alpha,
+        "margin": asked.margin,
+        "order_seed": asked.order_seed,
+        "max_cases": asked.max_cases,
+        "suite_cases": len(suite.cases),
+        "compared_cases": len(order),  # a gate's: the cases its baseline has
+        "cached_first": cached,
+        "order": [suite.cases[i].key for i in order],
+        "rounds": [],
+    }
+
+
+def _interval(decision: Any) -> dict[str, float]:
+    return {"mean": decision.mean, "low": decision.low, "high": decision.high}
+
+
+def _finished(
+    run: RunDir,
+    result: RunResult,
+    comparison: SequentialComparison,
+    record: dict[str, Any],
+    suite: Suite,
+) -> RunResult:
+    """The decision (or "inconclusive"), the cases not sent and the cost saved (estimated
+    at the mean cost per case sent), into the manifest and the result."""
+    decision = comparison.decision
+    frame = result.frame
+    sent = set(frame["case_id"].astype(str)) if frame is not None and len(frame) else set()
+    unsent = [case.key for case in suite.cases if case.key not in sent]
+    spent = float(frame["cost_usd"].fillna(0).sum()) if sent else 0.0
+    per_case = spent / len(sent) if sent else 0.0
+    if decision.decided:
+        stopped = "decided"
+    elif result.status in ("complete", "budget"):
+        stopped = "max-cost" if result.status == "budget" else "max-cases"
+    else:
+        stopped = result.status
+    record.update(
+        verdict=decision.verdict if decision.decided else "inconclusive",
+        stopped=stopped,
+        cases_sent=len(sent),
+        cases_used=decision.cases,
+        log_e_a=decision.log_e_a,
+        log_e_b=decision.log_e_b,
+        **_interval(decision),
+        not_sent={"reason": NOT_SENT, "cases": unsent},
+        cost={
+            "spent_usd": spent,
+            "per_case_usd": per_case,
+            "saved_usd": per_case * len(unsent),
+            "saved_is_estimate": "the cases not sent, at the mean cost per case sent",
+        },
+    )
+    run.manifest["sequential"] = record
+    run.write_manifest()
+    return replace(result, sequential=record)
+
+
+def resumed_sequential(manifest: dict[str, Any], settings: RunSettings) -> RunSettings:
+    """A resumed sequential run's settings: the comparison its manifest recorded."""
+    record = manifest["sequential"]
+    baseline = record.get("baseline")
+    asked = SequentialSettings(
+        baseline=Path(baseline) if baseline else None,
+        alpha=record["alpha"],
+        margin=record.get("margin"),
+        order_seed=record["order_seed"],
+        max_cases=record.get("max_cases"),
+    )
+    return replace(settings, sequential=asked)
