@@ -226,6 +226,8 @@ def comparison_text(comparison: RunComparison, limit: int = 20) -> str:
         )
         for case_id, variant, model in [*c.only_in_base, *c.only_in_new][:limit]:
             lines.append(f"  {case_id}{f' [{variant}]' if variant else ''} {model}")
+    if c.sequential and c.sequential.get("verdict"):  # the new run stopped when decided
+        lines.append(sequential_text(c.sequential))
     return "\n".join(lines)
 
 

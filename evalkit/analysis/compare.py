@@ -83,6 +83,7 @@ class RunComparison:
     per_model: list[dict[str, Any]]
     failed: bool
     reasons: list[str] = field(default_factory=list)
+    sequential: dict[str, Any] | None = None  # the new run's `--sequential` decision, if any
 
     @property
     def verdict(self) -> str:
@@ -119,7 +120,9 @@ def compare_runs(
     `base` and `new` are run directories, or their DataFrames as `load_run` returns them.
     """
     from evalkit.records.frame import load_run
+    from evalkit.records.store import read_manifest
 
+    decided = read_manifest(Path(new)).get("sequential") if isinstance(new, str | Path) else None
     base = load_run(base) if isinstance(base, str | Path) else base
     new = load_run(new) if isinstance(new, str | Path) else new
     policy, threshold = parse_policy(fail_on)
@@ -176,6 +179,7 @@ def compare_runs(
         per_model=_per_model(a, b),
         failed=bool(reasons),
         reasons=reasons,
+        sequential=decided,
     )
 
 
