@@ -3,10 +3,10 @@
 The statistics are `analysis/sequential.py`'s anytime-valid tests (docs/sequential.md); this
 module drives them. The cases go out in one seeded random order (the cached ones first: they
 are free), in rounds of growing size (`round_sizes`). Round k is one more session of the same
-run directory, as `--resume` runs one: its planner plans the cases of rounds 1..k, the earlier
-answers are reused from the journal, and only the new round's cases are sent. After each round
-the paired outcomes of its cases are fed to a `SequentialComparison`; once it decides, nothing
-more is sent. The manifest's `sequential` record says what was decided, after how many cases,
+run directory, as `--resume` runs one: its planner plans only the round's cases, its answers
+are appended to the journal, which holds the earlier rounds', and `--max-cost` counts what
+every round spent. After each round the paired outcomes of its cases are fed to a
+`SequentialComparison`; once it decides, nothing more is sent. The manifest's `sequential` record says what was decided, after how many cases,
 with which interval, what it cost and (an estimate) what it saved; cases never sent are listed
 there as not sent because of the decision, never as error rows.
 
@@ -29,9 +29,10 @@ from evalkit.analysis.sequential import Outcome, SequentialComparison, round_siz
 from evalkit.errors import InputError, UsageError
 from evalkit.execution.execute import execute
 from evalkit.execution.prepare import Prepared, prepare_run, run_manifest
-from evalkit.execution.resume import plan_resume
+from evalkit.execution.resume import ResumePlan
 from evalkit.execution.settings import RunResult, RunSettings
 from evalkit.planning.planner import Planner
+from evalkit.records.fold import Prior, fold, recorded_spent
 from evalkit.records.store import JOURNAL, RunDir, new_run_id, read_journal
 from evalkit.suite.spec import Suite
 
@@ -98,27 +99,20 @@ def run_sequential(suite: Suite, settings: RunSettings, run: RunDir | None = Non
     if run is None:
         manifest = run_manifest(suite, prepared, settings)
         run = RunDir.create(Path(settings.out), new_run_id(suite.name or "suite"), manifest)
+    resumed = (run.path / JOURNAL).is_file()  # an unfinished run: what it holds is reused
     record = _record(suite, asked, sides, outcome, order, cached)
-    run.manifest["sequential"] = record
-    journaled = _journaled_cases(suite, run.path)
+    run.manifest.update(sequential=record, planned={t.label: 0 for t in prepared.targets})
     if settings.on_start is not None:
         settings.on_start(run.path)
     limit = min(len(order), asked.max_cases or len(order))
-    sent, result = 0, None
+    sent, result, totals = 0, None, _Totals()
     for size in round_sizes(len(order), asked.first, asked.growth):
         if sent >= limit:
             break
         fresh = order[sent : min(sent + size, limit)]
         sent += len(fresh)
-        cases = sorted(set(order[:sent]) | journaled)
-        planner = Planner(suite, prepared.planner.targets, prepared.planner.samples, cases=cases)
-        run.manifest["planned"] = {t.label: planner.requests_per_model for t in prepared.targets}
-        resume = plan_resume(run.path, run.manifest, suite, planner) if _has_journal(run) else None
-        run.manifest.update(status="running", finished_at=None)
-        run.write_manifest()
-        result = asyncio.run(
-            execute(suite, replace(prepared, planner=planner), settings, run, resume)
-        )
+        result = _round(suite, prepared, settings, run, sorted(fresh), resumed)
+        totals.add(result, run.manifest.get("counts") or {})
         if result.status not in ("complete", "budget"):
             break
         values = _case_values(result.frame, suite)
@@ -132,7 +126,31 @@ def run_sequential(suite: Suite, settings: RunSettings, run: RunDir | None = Non
             break
     if result is None:
         raise InputError(f"{suite.source}: the suite has no cases to compare")
-    return _finished(run, result, comparison, record, suite)
+    return _finished(run, totals.into(run, result), comparison, record, suite)
+
+
+def _round(
+    suite: Suite,
+    prepared: Prepared,
+    settings: RunSettings,
+    run: RunDir,
+    cases: list[int],
+    resumed: bool,
+) -> RunResult:
+    """One round, as one more session of the run directory: only its cases are planned (the
+    journal keeps the earlier rounds'), `--max-cost` counts what every round spent, and an
+    unfinished run reuses what it journaled, as `--resume` does."""
+    planner = Planner(suite, prepared.planner.targets, prepared.planner.samples, cases=cases)
+    for target in prepared.targets:
+        run.manifest["planned"][target.label] += planner.requests_per_model
+    folded = fold(read_journal(run.path, warn=False)) if _journal(run) else None
+    plan = None
+    if folded is not None:
+        spent = max(folded.spent, recorded_spent(run.manifest))
+        plan = ResumePlan(folded.prior if resumed else Prior(), spent=spent)
+    run.manifest.update(status="running", finished_at=None)
+    run.write_manifest()
+    return asyncio.run(execute(suite, replace(prepared, planner=planner), settings, run, plan))
 
 
 def _sides(suite: Suite, prepared: Prepared, asked: SequentialSettings) -> _Sides:
@@ -275,19 +293,33 @@ def _cached_cases(prepared: Prepared, settings: RunSettings) -> set[int]:
         cache.close()
 
 
-def _journaled_cases(suite: Suite, run_dir: Path) -> set[int]:
-    """The cases an unfinished run's journal already holds (none for a new run): a resumed
-    sequential run plans them again so that what they have is reused, not retired."""
-    if not (run_dir / JOURNAL).is_file():
-        return set()
-    index = {case.key: i for i, case in enumerate(suite.cases)}
-    found = {entry.get("case_id") for entry in read_journal(run_dir, warn=False)}
-    return {index[key] for key in found if key in index}
-
-
-def _has_journal(run: RunDir) -> bool:
+def _journal(run: RunDir) -> bool:
     path = run.path / JOURNAL
     return path.is_file() and path.stat().st_size > 0
+
+
+class _Totals:
+    """What every round's session sent, summed: each session counts only its own."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, float] = {}
+        self.per_model: dict[str, dict[str, Any]] = {}
+
+    def add(self, result: RunResult, counts: dict[str, Any]) -> None:
+        for key, value in counts.items():
+            if key in ("requests", "errors", "reused", "cached"):
+                self.counts[key] = self.counts.get(key, 0) + value
+        for label, stats in result.per_model.items():
+            mine = self.per_model.setdefault(label, {})
+            for key, value in stats.items():
+                mine[key] = mine.get(key, 0) + value
+
+    def into(self, run: RunDir, result: RunResult) -> RunResult:
+        """The last session's result and manifest counts, with every round's sums."""
+        run.manifest["counts"] = {**(run.manifest.get("counts") or {}), **self.counts}
+        run.manifest["per_model"] = self.per_model
+        requests, errors = int(self.counts["requests"]), int(self.counts["errors"])
+        return replace(result, requests=requests, errors=errors, per_model=self.per_model)
 
 
 def _record(
