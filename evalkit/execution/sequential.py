@@ -6,9 +6,10 @@ are free), in rounds of growing size (`round_sizes`). Round k is one more sessio
 run directory, as `--resume` runs one: its planner plans only the round's cases, its answers
 are appended to the journal, which holds the earlier rounds', and `--max-cost` counts what
 every round spent. After each round the paired outcomes of its cases are fed to a
-`SequentialComparison`; once it decides, nothing more is sent. The manifest's `sequential` record says what was decided, after how many cases,
-with which interval, what it cost and (an estimate) what it saved; cases never sent are listed
-there as not sent because of the decision, never as error rows.
+`SequentialComparison`; once it decides, nothing more is sent. The manifest's `sequential`
+record says what was decided, after how many cases, with which interval, what it cost and
+(an estimate) what it saved; cases never sent are listed there as not sent because of the
+decision, never as error rows.
 
 Two questions: a gate against a finished baseline run (its rows are side A) or a choice
 between the run's two models. A case's outcome on a side is pass/fail (the case passed, as
