@@ -29,6 +29,7 @@ def _gate_suite(tmp_path: Path, name: str, wrong: set[int], cases: int, header: 
     lines = [
         "name: gate",
         "models: [openai/gpt-4o-mini]",
+        "params: {max_tokens: 5}",  # what --max-cost reserves for a request stays small
         f'prompt: [{{role: user, content: "{prompt}"}}]',
         "checks: [{equals: '{{ want }}'}]",
         "cases:",
@@ -263,3 +264,41 @@ def test_samples_resample_within_each_round(openai: FakeOpenAI, tmp_path: Path) 
     frame = load_run(_run_dir(out))
     assert record["verdict"] == "B better" and record["cases_sent"] < 100
     assert len(frame) == 3 * 2 * record["cases_sent"]  # every sent case, all its samples
+
+
+def test_max_cost_stops_undecided_as_inconclusive(openai: FakeOpenAI, tmp_path: Path) -> None:
+    base = _baseline(tmp_path, 200)
+    openai.reset()
+    new = _gate_suite(tmp_path, "new", {7, 50}, 200, "Be brief.")
+    args = (str(new), "--baseline", str(base), "--sequential", "--max-cost", "0.0002")
+    code, out, err = _cli(openai, tmp_path, *args)
+    record = _record(_run_dir(out))
+    assert code == INCONCLUSIVE, out + err
+    assert record["verdict"] == "inconclusive" and record["stopped"] == "max-cost"
+    assert record["rounds"][0]["sent"] == 20  # the first round was paid for whole
+    assert 20 <= record["cases_used"] <= record["cases_sent"] == openai.count(CHAT) < 200
+    assert "INCONCLUSIVE (undecided at max-cost)" in out
+
+
+def test_a_killed_sequential_run_resumes_where_it_stopped(
+    openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    base = _baseline(tmp_path, 200)
+    new = _gate_suite(tmp_path, "new", {i for i in range(200) if i % 4 == 0}, 200, "Be brief.")
+    asked = SequentialSettings(baseline=base)
+    whole = run_suite(load_suite(new), run_settings(tmp_path, sequential=asked, cache=False))
+    assert whole.sequential is not None and whole.sequential["cases_sent"] > 30
+    journal = whole.run_dir / "journal.jsonl"
+    kept = journal.read_text().splitlines(keepends=True)[:30]  # killed in its second round
+    journal.write_text("".join(kept))
+    manifest = json.loads((whole.run_dir / "manifest.json").read_text())
+    manifest.update(status="interrupted")
+    (whole.run_dir / "manifest.json").write_text(json.dumps(manifest))
+    openai.reset()
+    code, out, err = _cli(openai, tmp_path, "--resume", str(whole.run_dir), "--no-cache")
+    again = _record(whole.run_dir)
+    assert code == 1, out + err
+    assert again["order"] == whole.sequential["order"] and again["verdict"] == "regression"
+    assert again["cases_sent"] == whole.sequential["cases_sent"]
+    assert openai.count(CHAT) == again["cases_sent"] - 30  # the journal's 30 were reused
+    assert len(load_run(whole.run_dir)) == again["cases_sent"]

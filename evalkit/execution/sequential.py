@@ -20,13 +20,19 @@ model, else a score in [0, 1]: its samples' mean score, averaged over its varian
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from evalkit.analysis.sequential import Outcome, SequentialComparison, round_sizes
+from evalkit.analysis.sequential import (
+    Outcome,
+    SequentialComparison,
+    SequentialDecision,
+    round_sizes,
+)
 from evalkit.errors import InputError, UsageError
 from evalkit.execution.execute import execute
 from evalkit.execution.prepare import Prepared, prepare_run, run_manifest
@@ -343,6 +349,8 @@ def _record(
         "margin": asked.margin,
         "order_seed": asked.order_seed,
         "max_cases": asked.max_cases,
+        "first_round": asked.first,
+        "growth": asked.growth,
         "suite_cases": len(suite.cases),
         "compared_cases": len(order),  # a gate's: the cases its baseline has
         "cached_first": cached,
@@ -351,8 +359,11 @@ def _record(
     }
 
 
-def _interval(decision: Any) -> dict[str, float]:
-    return {"mean": decision.mean, "low": decision.low, "high": decision.high}
+def _interval(decision: SequentialDecision) -> dict[str, float | None]:
+    """The mean difference (None before any case: the manifest is strict JSON) and its
+    interval."""
+    mean = None if math.isnan(decision.mean) else decision.mean
+    return {"mean": mean, "low": decision.low, "high": decision.high}
 
 
 def _finished(
@@ -407,5 +418,7 @@ def resumed_sequential(manifest: dict[str, Any], settings: RunSettings) -> RunSe
         margin=record.get("margin"),
         order_seed=record["order_seed"],
         max_cases=record.get("max_cases"),
+        first=record.get("first_round", SequentialSettings.first),
+        growth=record.get("growth", SequentialSettings.growth),
     )
     return replace(settings, sequential=asked)
