@@ -302,3 +302,15 @@ def test_a_killed_sequential_run_resumes_where_it_stopped(
     assert again["cases_sent"] == whole.sequential["cases_sent"]
     assert openai.count(CHAT) == again["cases_sent"] - 30  # the journal's 30 were reused
     assert len(load_run(whole.run_dir)) == again["cases_sent"]
+
+
+def test_with_batch_each_round_is_one_batch_per_model(openai: FakeOpenAI, tmp_path: Path) -> None:
+    suite = _choice_suite(tmp_path, 200, {i for i in range(200) if i % 5 == 0})
+    args = (str(suite), "--sequential", "--batch", "--poll-interval", "0.05")
+    code, out, err = _cli(openai, tmp_path, *args)
+    assert code == 0, out + err
+    record = _record(_run_dir(out))
+    assert record["verdict"] == "B better" and len(record["rounds"]) >= 2
+    stats = openai.batch_stats()
+    assert stats["created"] == 2 * len(record["rounds"])
+    assert stats["lines"] == 2 * record["cases_sent"] and openai.count(CHAT) == 0
