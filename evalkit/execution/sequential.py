@@ -12,9 +12,8 @@ record says what was decided, after how many cases, with which interval, what it
 decision, never as error rows.
 
 Two questions: a gate against a finished baseline run (its rows are side A) or a choice
-between the run's two models. A case's outcome on a side is pass/fail (the case passed, as
-`compare.case_outcomes` says) when every check is pass/fail and the side has one variant and
-model, else a score in [0, 1]: its samples' mean score, averaged over its variants.
+between the run's two models; `sequential_sides.py` says who is compared and how a case's
+paired outcome is read.
 """
 
 from __future__ import annotations
@@ -22,10 +21,9 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 from evalkit.analysis.sequential import (
     Outcome,
@@ -37,17 +35,20 @@ from evalkit.errors import InputError, UsageError
 from evalkit.execution.execute import execute
 from evalkit.execution.prepare import Prepared, prepare_run, run_manifest
 from evalkit.execution.resume import ResumePlan
+from evalkit.execution.sequential_sides import (
+    Sides,
+    case_values,
+    outcome_kind,
+    paired,
+    who_is_compared,
+)
 from evalkit.execution.settings import RunResult, RunSettings
 from evalkit.planning.planner import Planner
 from evalkit.records.fold import Prior, fold, recorded_spent
 from evalkit.records.store import JOURNAL, RunDir, new_run_id, read_journal
 from evalkit.suite.spec import Suite
 
-if TYPE_CHECKING:
-    import pandas as pd
-
 DEFAULT_ORDER_SEED = 16  # a fixed default: the same suite goes out in the same order
-SCORED_KINDS = frozenset({"contains_all", "similarity", "python", "judge"})  # scores in (0, 1)
 NOT_SENT = "not sent because of the decision"
 SHARD_REFUSAL = (
     "--sequential cannot run with --shard (or EVALKIT_SHARD): a shard must not decide alone, "
@@ -55,8 +56,6 @@ SHARD_REFUSAL = (
     "a random sample of the suite (docs/sequential.md, 'Shards decide nothing alone'); run "
     "--sequential on the whole suite"
 )
-
-Unit = tuple[str, str, str]  # case id, variant, model label: how compare pairs outcomes
 
 
 @dataclass(frozen=True)
@@ -72,19 +71,6 @@ class SequentialSettings:
     growth: float = 1.5
 
 
-@dataclass(frozen=True)
-class _Sides:
-    """Who is compared: the units of each case on side A and side B, and A's known values."""
-
-    mode: Literal["gate", "choice"]
-    a_name: str
-    b_name: str
-    a_units: dict[int, list[Unit]]  # by case index
-    b_units: dict[int, list[Unit]]
-    baseline: dict[Unit, float] | None  # the gate's side A, read before anything is sent
-    dearer: Literal["A", "B"] | None = None
-
-
 def run_sequential(suite: Suite, settings: RunSettings, run: RunDir | None = None) -> RunResult:
     """Send `suite` in rounds until the comparison `settings.sequential` asks for is decided.
 
@@ -97,8 +83,8 @@ def run_sequential(suite: Suite, settings: RunSettings, run: RunDir | None = Non
     if settings.shard is not None:
         raise UsageError(SHARD_REFUSAL)
     prepared = prepare_run(suite, settings)
-    sides = _sides(suite, prepared, asked)
-    outcome = _outcome(suite, sides)
+    sides = who_is_compared(suite, prepared, asked)
+    outcome = outcome_kind(suite, sides)
     order, cached = _order(suite, prepared, settings, asked, sides)
     comparison = SequentialComparison(
         len(order), sides.mode, outcome, asked.alpha, asked.margin, sides.dearer
@@ -122,8 +108,8 @@ def run_sequential(suite: Suite, settings: RunSettings, run: RunDir | None = Non
         totals.add(result, run.manifest.get("counts") or {})
         if result.status not in ("complete", "budget"):
             break
-        values = _case_values(result.frame, suite)
-        a, b = _paired(fresh, sides, values, partial=result.status == "budget")
+        values = case_values(result.frame, suite)
+        a, b = paired(fresh, sides, values, partial=result.status == "budget")
         decision = comparison.update(a, b)
         record["rounds"].append(
             {"cases": len(a), "sent": decision.cases, "verdict": decision.verdict}
@@ -160,102 +146,12 @@ def _round(
     return asyncio.run(execute(suite, replace(prepared, planner=planner), settings, run, plan))
 
 
-def _sides(suite: Suite, prepared: Prepared, asked: SequentialSettings) -> _Sides:
-    """The gate's baseline rows (read now: a bad baseline fails before anything is sent), or
-    the run's two models; UsageError when a choice does not have exactly two."""
-    variants = list(suite.variant_prompts())
-    labels = [t.label for t in prepared.targets]
-    units = {
-        i: [(case.key, v, label) for v in variants for label in labels]
-        for i, case in enumerate(suite.cases)
-    }
-    if asked.baseline is not None:
-        from evalkit.analysis.compare import case_outcomes
-        from evalkit.records.frame import load_run
-
-        frame = load_run(asked.baseline)
-        names = set(frame["suite"].dropna().unique())
-        if names and names != {suite.name or ""}:
-            raise InputError(
-                f"the baseline {asked.baseline} is a run of another suite ({', '.join(names)}), "
-                f"not {suite.name!r}: gate against a run of the same suite"
-            )
-        known = _values(case_outcomes(frame), _column(suite))
-        return _Sides("gate", "baseline", "candidate", units, units, known)
-    if len(labels) != 2:
-        raise UsageError(
-            f"--sequential without --baseline chooses between two models; this run has "
-            f"{len(labels)} ({', '.join(labels)}): give exactly two with -m A -m B, or gate "
-            "against a finished run with --baseline RUN_DIR"
-        )
-    a, b = prepared.targets
-    price_a = a.info.input_per_mtok + a.info.output_per_mtok
-    price_b = b.info.input_per_mtok + b.info.output_per_mtok
-    side = {i: [[u for u in us if u[2] == label] for label in labels] for i, us in units.items()}
-    return _Sides(
-        "choice",
-        a.label,
-        b.label,
-        {i: pair[0] for i, pair in side.items()},
-        {i: pair[1] for i, pair in side.items()},
-        None,
-        "A" if price_a > price_b else "B",  # equal or unknown prices: B must prove itself
-    )
-
-
-def _column(suite: Suite) -> str:
-    """Which outcome of a unit is compared: `passed` when every check is pass/fail."""
-    checks = [*suite.checks, *(c for case in suite.cases for c in case.expect)]
-    return "score" if any(c.kind in SCORED_KINDS for c in checks) else "passed"
-
-
-def _outcome(suite: Suite, sides: _Sides) -> Outcome:
-    """Pass/fail when every check is and each side has one unit per case, else scores (a
-    case's outcome is then the mean over its variants)."""
-    single = all(len(units) == 1 for units in sides.b_units.values())
-    return "pass_fail" if single and _column(suite) == "passed" else "score"
-
-
-def _values(outcomes: pd.DataFrame, column: str) -> dict[Unit, float]:
-    """Each unit's outcome: 1/0 for pass/fail, else its samples' mean score."""
-    series = outcomes[column].astype(float).fillna(0.0)
-    keys = outcomes.index.to_list()
-    return {(str(k[0]), str(k[1]), str(k[2])): float(v) for k, v in zip(keys, series, strict=True)}
-
-
-def _case_values(frame: pd.DataFrame, suite: Suite) -> dict[Unit, float]:
-    from evalkit.analysis.compare import case_outcomes
-
-    return _values(case_outcomes(frame), _column(suite))
-
-
-def _paired(
-    cases: Sequence[int], sides: _Sides, values: dict[Unit, float], partial: bool
-) -> tuple[list[float], list[float]]:
-    """The round's paired outcomes in the seeded order; after `--max-cost` stopped a round
-    midway, only its first cases in that order that both sides have whole (so what is fed is
-    still a prefix of the one random order)."""
-    a_known = sides.baseline if sides.baseline is not None else values
-    a: list[float] = []
-    b: list[float] = []
-    for index in cases:
-        left = [a_known.get(u) for u in sides.a_units[index]]
-        right = [values.get(u) for u in sides.b_units[index]]
-        if None in left or None in right:
-            if partial:
-                break
-            continue  # a case neither side could answer: nothing to pair
-        a.append(sum(x for x in left if x is not None) / len(left))
-        b.append(sum(y for y in right if y is not None) / len(right))
-    return a, b
-
-
 def _order(
     suite: Suite,
     prepared: Prepared,
     settings: RunSettings,
     asked: SequentialSettings,
-    sides: _Sides,
+    sides: Sides,
 ) -> tuple[list[int], int]:
     """The cases in the order they are sent, and how many of them lead because the cache
     answers them already: a seeded permutation, then (stably) the cases whose every
@@ -332,7 +228,7 @@ class _Totals:
 def _record(
     suite: Suite,
     asked: SequentialSettings,
-    sides: _Sides,
+    sides: Sides,
     outcome: Outcome,
     order: list[int],
     cached: int,
