@@ -22,7 +22,9 @@ from evalkit.errors import (
 
 if _typing.TYPE_CHECKING:
     from evalkit.analysis.compare import Gate, RunComparison, compare_runs
+    from evalkit.analysis.gates import GateOutcome, judge_gates
     from evalkit.analysis.summary import summarize
+    from evalkit.batch.status import batch_states
     from evalkit.execution.runner import dry_run, resume_run, run_suite
     from evalkit.execution.sampling import pass_at_k, pass_hat_k, reduce_samples
     from evalkit.execution.sequential import SequentialSettings
@@ -40,6 +42,7 @@ if _typing.TYPE_CHECKING:
     from evalkit.report import write_reports
     from evalkit.suite.checkspec import Check
     from evalkit.suite.endpoints import Endpoint, ModelSpec
+    from evalkit.suite.gates import GateRule, parse_gate
     from evalkit.suite.load import load_suite
     from evalkit.suite.params import Params
     from evalkit.suite.render import Rendered, Renderer
@@ -50,6 +53,7 @@ if _typing.TYPE_CHECKING:
 # public name -> (module, name in it)
 _LAZY: dict[str, tuple[str, str]] = {
     **{n: ("evalkit.analysis.compare", n) for n in ("Gate", "RunComparison", "compare_runs")},
+    **{n: ("evalkit.analysis.gates", n) for n in ("GateOutcome", "judge_gates")},
     "summarize": ("evalkit.analysis.summary", "summarize"),
     **{n: ("evalkit.execution.runner", n) for n in ("dry_run", "resume_run", "run_suite")},
     **{n: ("evalkit.execution.sampling", n) for n in ("pass_at_k", "pass_hat_k", "reduce_samples")},
@@ -65,9 +69,11 @@ _LAZY: dict[str, tuple[str, str]] = {
     "cache_stats": ("evalkit.records.cache", "stats"),
     **{n: ("evalkit.records.frame", n) for n in ("COLUMNS", "load_run")},
     **{n: ("evalkit.records.merge", n) for n in ("Merged", "merge_runs")},
+    "batch_states": ("evalkit.batch.status", "batch_states"),
     "write_reports": ("evalkit.report", "write_reports"),
     "Check": ("evalkit.suite.checkspec", "Check"),
     **{n: ("evalkit.suite.endpoints", n) for n in ("Endpoint", "ModelSpec")},
+    **{n: ("evalkit.suite.gates", n) for n in ("GateRule", "parse_gate")},
     "Params": ("evalkit.suite.params", "Params"),
     "load_suite": ("evalkit.suite.load", "load_suite"),
     **{n: ("evalkit.suite.render", n) for n in ("Rendered", "Renderer")},
@@ -103,6 +109,8 @@ __all__ = [
     "Endpoint",
     "EvalkitError",
     "Gate",
+    "GateOutcome",
+    "GateRule",
     "InputError",
     "MergeError",
     "Merged",
@@ -128,6 +136,7 @@ __all__ = [
     "Unsendable",
     "Variant",
     "__version__",
+    "batch_states",
     "cache_dir",
     "cache_stats",
     "check_suite",
@@ -135,9 +144,11 @@ __all__ = [
     "compare_runs",
     "dry_run",
     "explain_cache",
+    "judge_gates",
     "load_run",
     "load_suite",
     "merge_runs",
+    "parse_gate",
     "pass_at_k",
     "pass_hat_k",
     "reduce_samples",

@@ -155,6 +155,15 @@ def run(
     ] = None,
     fail_on: FailOnOption = "significant",
     alpha: AlphaOption = 0.05,
+    gates: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--gate",
+            help="A gate rule, repeatable, replacing the suite's gate: pass_rate>=0.9, "
+            "pass_rate[model=M,variant=V,check=C]>=0.8, A>B (better), A>=B[margin=0.05] (not "
+            "worse). The run then exits by the gate.",
+        ),
+    ] = None,
     write_report: Annotated[
         bool, typer.Option("--report", help="Write report.html, report.md, junit.xml.")
     ] = False,
@@ -200,8 +209,14 @@ def run(
     if batch_topup not in ("batch", "online"):
         raise UsageError(f"--batch-topup {batch_topup!r}: use batch or online")
     # bad input here fails before anything is sent
+    for expression in gates or []:
+        evalkit.parse_gate(expression)
     shard = evalkit.Shard.parse(shard_option) if shard_option is not None else None
     rounds = _sequential(sequential, baseline, alpha, order_seed, margin, max_cases)
+    if rounds is not None and gates:
+        raise UsageError(
+            "--gate goes without --sequential: with it, the sequential decision is the gate"
+        )
     gate = None
     if baseline is not None and rounds is None:
         gate = evalkit.Gate.load(baseline, fail_on, alpha)
@@ -220,6 +235,8 @@ def run(
         cache_dir=cache_dir_option,
         allow_overflow=allow_overflow,
         allow_outside_cases=allow_outside_cases,
+        gates=gates,
+        alpha=alpha,
         shard=shard,
         batch=batch,
         poll_interval_s=poll_interval,
@@ -279,6 +296,8 @@ def _after_run(result: evalkit.RunResult, gate: evalkit.Gate | None, report: boo
     typer.echo(console.run_summary(result))
     if result.reason:
         typer.echo(console.run_reason(result), err=True)
+    if result.gates is not None:
+        typer.echo(console.gate_text(result.gates))
     if gate is not None:
         result = gate.judge(result)
     if result.comparison is not None:
@@ -327,6 +346,18 @@ def report(
     wanted = [f.strip() for f in formats.split(",") if f.strip()]
     for path in evalkit.write_reports(run_dir, out_dir, wanted, comparison):
         typer.echo(str(path))
+
+
+@app.command()
+def batches(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory of a --batch run.")],
+    cancel: Annotated[
+        bool,
+        typer.Option("--cancel", help="Cancel its unfinished batches (finished lines are kept)."),
+    ] = False,
+) -> None:
+    """Show each Batch API batch of a run: its state now, and completed / failed / total."""
+    typer.echo(console.batches_table(evalkit.batch_states(run_dir, cancel)))
 
 
 @app.command()

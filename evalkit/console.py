@@ -12,6 +12,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from evalkit.analysis.compare import RunComparison
+    from evalkit.analysis.gates import GateOutcome
+    from evalkit.batch.status import BatchState
     from evalkit.execution.settings import RunResult
     from evalkit.planning.estimate import DryRun
     from evalkit.planning.shard import Shard, ShardSize
@@ -71,7 +73,9 @@ def resume_note(path: Path) -> str:
 
 
 def run_summary(result: RunResult) -> str:
-    """A finished run: each model's requests and cost, the summary table, failed samples."""
+    """A finished run: each model's requests and cost, the summary table, the paired
+    differences between models (and variants), failed samples."""
+    from evalkit.analysis.compare import compare_models
     from evalkit.analysis.summary import summarize
     from evalkit.records.frame import load_run
 
@@ -81,9 +85,72 @@ def run_summary(result: RunResult) -> str:
         for label, stats in result.per_model.items()
     ]
     frame = result.frame if result.frame is not None else load_run(result.run_dir)
-    lines.append(summary_table(summarize(frame)))
+    summary = summarize(frame)
+    lines.append(summary_table(summary))
+    if len(summary) > 1:  # pairs to compare: the paired tests cost a pass over the cases
+        lines += pair_lines(compare_models(frame).pairs)
     if result.failed_samples:
-        lines.append(f"{result.failed_samples} sample(s) failed their checks")
+        decides = "; the gate decides the exit code" if result.gates is not None else ""
+        lines.append(f"{result.failed_samples} sample(s) failed their checks{decides}")
+    return "\n".join(lines)
+
+
+def pair_lines(pairs: pd.DataFrame, limit: int = 10) -> list[str]:
+    """The paired differences between a run's models (and variants), each with the smallest
+    difference its cases could detect: one sentence for one pair, else a table of the pairs
+    that differ in the model or in the variant only (up to `limit`)."""
+    from evalkit.analysis.compare import detectable_text
+
+    if pairs.empty:
+        return []
+    rows = pairs.to_dict("records")
+    if len(rows) == 1:
+        p = rows[0]
+        return [
+            f"{p['b']} vs {p['a']}: {_points(p['delta'])} points (95% interval "
+            f"{_points(p['delta_low'])} to {_points(p['delta_high'])}), McNemar p = "
+            f"{fmt(p['p_value'], '{:.3g}')}; "
+            f"{detectable_text(int(p['cases']), float(p['min_detectable']))}"
+        ]
+    rows = [p for p in rows if _one_apart(str(p["a"]), str(p["b"]))] or rows
+    table_rows = [("B vs A", "cases", "B - A", "95% interval", "McNemar p", "can detect")]
+    for p in rows[:limit]:
+        mdd = float(p["min_detectable"])
+        table_rows.append(
+            (
+                f"{p['b']} vs {p['a']}",
+                str(int(p["cases"])),
+                f"{_points(p['delta'])} pts",
+                f"{_points(p['delta_low'])} to {_points(p['delta_high'])}",
+                fmt(p["p_value"], "{:.3g}"),
+                f">= {mdd * 100:.0f} pts" if mdd < 1 else "nothing",
+            )
+        )
+    lines = ["paired differences (can detect: at alpha 0.05 with 80% power, for those cases)"]
+    lines.append(table(table_rows))
+    if len(rows) > limit:
+        lines.append(f"... and {len(rows) - limit} more pairs (see report.html)")
+    return lines
+
+
+def _points(value: object) -> str:
+    return fmt(float(value) * 100 if isinstance(value, int | float) else value, "{:+.1f}")
+
+
+def _one_apart(a: str, b: str) -> bool:
+    """Two labels, `model [variant]`, that share their model or their variant."""
+    model_a, _, variant_a = a.partition(" [")
+    model_b, _, variant_b = b.partition(" [")
+    return model_a == model_b or variant_a == variant_b
+
+
+def gate_text(outcomes: Sequence[GateOutcome]) -> str:
+    """The gate's verdict, then each rule's outcome with what decided it."""
+    failed = [o for o in outcomes if not o.held]
+    verdict = f"FAILED ({len(failed)} of {len(outcomes)})" if failed else "held"
+    lines = [f"gate {verdict}: the exit code is the gate's"]
+    for o in outcomes:
+        lines.append(f"  {'held  ' if o.held else 'FAILED'}  {o.gate}  {o.subject}: {o.reason}")
     return "\n".join(lines)
 
 
@@ -98,7 +165,7 @@ def dry_run_text(dry: DryRun, as_json: bool = False) -> str:
 
     if as_json:
         return json.dumps(dry.as_dict(), indent=2)
-    return f"{dry.suite}: nothing sent (dry run)\n{estimates_table(dry.estimates)}"
+    return f"{dry.suite}: nothing sent (dry run)\n{estimates_table(dry.estimates, dry.batch)}"
 
 
 def cache_stats_text(info: dict[str, Any]) -> str:
@@ -186,6 +253,24 @@ def models_table(match: str | None = None) -> str:
     return table(rows)
 
 
+def batches_table(states: Sequence[BatchState]) -> str:
+    """`evalkit batches`: one line per batch."""
+    rows = [["model", "batch", "status", "completed", "failed", "requests"]]
+    for s in states:
+        status = f"{s.status} (cancel asked)" if s.cancelled else s.status
+        rows.append(
+            [
+                s.model,
+                s.batch_id or f"(file {s.file_id})",
+                status,
+                str(s.completed),
+                str(s.failed),
+                str(s.requests),
+            ]
+        )
+    return table(rows)
+
+
 def fmt(value: object, pattern: str) -> str:
     """`pattern` applied to a number; '-' for a missing one (None or NaN)."""
     number = float(value) if isinstance(value, int | float) else float("nan")
@@ -194,6 +279,8 @@ def fmt(value: object, pattern: str) -> str:
 
 def comparison_text(comparison: RunComparison, limit: int = 20) -> str:
     """`evalkit compare` as text: verdict, the change with its interval, flipped cases."""
+    from evalkit.analysis.compare import detectable_text
+
     c = comparison
     lines = [
         f"{c.verdict.upper()}: {'; '.join(c.reasons) or 'no regression by the policy'} "
@@ -202,9 +289,12 @@ def comparison_text(comparison: RunComparison, limit: int = 20) -> str:
         f"{fmt(c.new_pass_rate, '{:.1%}')} ({fmt(c.delta, '{:+.1%}')}, 95% CI "
         f"{fmt(c.delta_low, '{:+.1%}')} to {fmt(c.delta_high, '{:+.1%}')}), "
         f"McNemar p = {c.p_value:.3g}",
-        f"this suite can detect changes of about {fmt(c.min_detectable, '{:.1%}')} or more "
-        "(80% power)",
+        detectable_text(c.cases, c.min_detectable, c.alpha),
     ]
+    for whose, gates in (("the baseline's", c.base_gates), ("this run's", c.new_gates)):
+        if gates is not None:
+            held = sum(g.held for g in gates)
+            lines.append(f"{whose} gate: {held} of {len(gates)} held")
     for title, flips in (
         ("regressions (pass -> fail)", c.regressions),
         ("fixes (fail -> pass)", c.fixes),

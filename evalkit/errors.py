@@ -37,6 +37,7 @@ Anything else that escapes is a bug (exit 4).
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from evalkit.suite.locate import show_path
@@ -131,15 +132,18 @@ def exit_code(
     *,
     complete: bool = True,
     failed: bool = False,
+    gates: Sequence[bool] | None = None,
     inconclusive: bool = False,
 ) -> int:
     """The exit code of a command; decided here and nowhere else (docs/design.md).
 
     With an `error`: its `exit_code` for an `EvalkitError` (2 bad input, 3 a run that could
     not complete), 3 for an interruption, 4 for anything else (a bug). Without: 3 when the
-    run did not `complete`, 1 when it `failed` (a kept sample failed a required check, or
-    the gate found a regression), 0 when all is good. A sequential run that stopped
-    undecided is `inconclusive`: INCONCLUSIVE (5).
+    run did not `complete`; then, when a gate was declared (`gates`: whether each of its
+    rules held, the `--baseline` comparison included), 1 when one failed and 0 when all held,
+    whatever samples failed; without a gate, 1 when it `failed` (a kept sample failed a
+    required check), 0 when all is good. A sequential run that stopped undecided, complete
+    or stopped by `--max-cost`, is `inconclusive`: INCONCLUSIVE (5), before any gate.
     """
     if error is not None:
         if isinstance(error, EvalkitError):
@@ -149,6 +153,8 @@ def exit_code(
         return RunError.exit_code
     if inconclusive:
         return INCONCLUSIVE
+    if gates is not None:
+        return 0 if all(gates) else 1
     return 1 if failed else 0
 
 

@@ -20,6 +20,7 @@ _FAULT_KEYS = frozenset(
     {
         "seconds",
         "fail_validation",
+        "invalid_lines",
         "expire_after",
         "stuck_after",
         "error_rate",
@@ -40,6 +41,7 @@ class BatchFault:
     error_rate: float = 0.0
     truncate_output: bool = False
     extra_custom_id: str | None = None
+    invalid_lines: tuple[int, ...] = ()  # fail validation naming these 1-based lines
 
     @classmethod
     def parse(cls, spec: Any) -> BatchFault:
@@ -62,7 +64,13 @@ class BatchFault:
         if spec.get("expire_after") is not None and spec.get("stuck_after") is not None:
             raise ValueError(f"give expire_after or stuck_after, not both: {spec!r}")
         extra = spec.get("extra_custom_id")
+        invalid = spec.get("invalid_lines", [])
+        if not isinstance(invalid, list) or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in invalid
+        ):
+            raise ValueError(f"invalid_lines is a list of line numbers (from 1) in {spec!r}")
         return cls(
+            invalid_lines=tuple(invalid),
             seconds=spec.get("seconds"),
             fail_validation=bool(spec.get("fail_validation", False)),
             expire_after=spec.get("expire_after"),

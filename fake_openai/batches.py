@@ -22,6 +22,7 @@ A line's answer is what the same body gets online (the server's ``answer`` per e
 Faults, one per created batch in order (``FakeOpenAI.script_batches`` or ``POST
 /_batch_script`` with a JSON list): ``"ok"`` or a dict combining ``seconds`` (this batch's
 duration), ``fail_validation`` (fails with a ``token_limit_exceeded`` error),
+``invalid_lines: [N, ...]`` (fails validation naming those 1-based lines),
 ``expire_after: F`` (runs a fraction F of its lines, then ``expired``), ``stuck_after: F``
 (runs F, then stays ``in_progress`` until cancelled), ``error_rate: F`` (that fraction of
 lines, seeded, answer 500), ``truncate_output`` (the output file ends mid-line) and
@@ -144,6 +145,16 @@ class BatchService:
                         "param": None,
                         "line": None,
                     }
+                ]
+            if fault.invalid_lines and not errors:
+                errors = [
+                    {
+                        "code": "invalid_value",
+                        "message": f"Line {n}: the body is not valid for this endpoint.",
+                        "param": "body",
+                        "line": n,
+                    }
+                    for n in fault.invalid_lines
                 ]
             batch_id = f"batch_{uuid.uuid4().hex[:24]}"
             rng = random.Random(f"{self.seed}:{batch_id}")

@@ -91,3 +91,317 @@ def test_the_journal_holds_every_remote_id_before_the_answers(
     answered = {e["key"] for e in journal if e.get("kind") is None}
     assert answered == keys
     assert {e.get("status") for e in journal if e.get("event") == "ended"} == {"completed"}
+
+
+# ---------------------------------------------------------------- faults
+
+SMALL = """\
+name: small
+models: [openai/gpt-4o-mini]
+params: {temperature: 0, max_tokens: 8}
+prompt: [{role: user, content: "Question {{ i }}: answer yes"}]
+checks: [{icontains: "yes"}]
+cases:
+"""
+
+
+def small_suite(write: Write, cases: int = 20) -> Path:
+    lines = [f"  - {{id: c{i:03d}, vars: {{i: {i}}}}}" for i in range(cases)]
+    return write("small.yaml", SMALL + "\n".join(lines) + "\n")
+
+
+def answered(run_dir: Path) -> pd.DataFrame:
+    frame = load_run(run_dir)
+    assert frame["error_type"].isna().all(), frame["error"].dropna().tolist()
+    return frame
+
+
+def test_an_expired_batch_keeps_its_answers_and_sends_the_rest_again(
+    openai: FakeOpenAI, write: Write, tmp_path: Path
+) -> None:
+    openai.script_batches([{"expire_after": 0.5}, "ok"])
+    frame = answered(run_suite(load_suite(small_suite(write)), batch_settings(tmp_path)).run_dir)
+    assert openai.batch_stats()["created"] == 2
+    first, second = sorted(frame["batch_id"].unique(), key=frame["batch_id"].tolist().index)
+    assert 0 < (frame["batch_id"] == first).sum() < len(frame)
+    assert frame["attempts"][frame["batch_id"] == second].eq(2).all()
+
+
+def test_a_batch_that_fails_validation_is_sent_again_then_given_up(
+    openai: FakeOpenAI, write: Write, tmp_path: Path
+) -> None:
+    openai.script_batches([{"fail_validation": True}, "ok"])
+    frame = answered(run_suite(load_suite(small_suite(write)), batch_settings(tmp_path)).run_dir)
+    assert openai.batch_stats()["created"] == 2 and len(frame) == 20
+
+    openai.reset()
+    openai.script_batches([{"fail_validation": True}] * 3)
+    result = run_suite(load_suite(small_suite(write)), batch_settings(tmp_path / "again"))
+    frame = load_run(result.run_dir)
+    assert openai.batch_stats()["created"] == 3  # bounded: at most 3 batches per request
+    assert frame["error_type"].eq("batch_failed").all(), frame["error_type"].tolist()
+    assert result.status != "complete"
+
+
+def test_lines_that_answer_500_are_sent_again_in_a_new_batch(
+    openai: FakeOpenAI, write: Write, tmp_path: Path
+) -> None:
+    openai.script_batches([{"error_rate": 0.05}, "ok"])
+    suite = load_suite(small_suite(write, 100))
+    frame = answered(run_suite(suite, batch_settings(tmp_path)).run_dir)
+    assert openai.batch_stats()["created"] == 2
+    retried = frame[frame["attempts"] == 2]
+    assert 0 < len(retried) < 20
+    assert openai.batch_stats()["lines"] == 100 + len(retried)
+
+
+def test_a_truncated_output_file_loses_only_its_torn_line(
+    openai: FakeOpenAI, write: Write, tmp_path: Path
+) -> None:
+    openai.script_batches([{"truncate_output": True}, "ok"])
+    frame = answered(run_suite(load_suite(small_suite(write)), batch_settings(tmp_path)).run_dir)
+    assert openai.batch_stats()["created"] == 2
+    assert (frame["attempts"] == 2).sum() == 1
+
+
+def test_a_line_for_a_request_never_sent_is_ignored_with_a_warning(
+    openai: FakeOpenAI, write: Write, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    openai.script_batches([{"extra_custom_id": "not-ours"}])
+    frame = answered(run_suite(load_suite(small_suite(write)), batch_settings(tmp_path)).run_dir)
+    assert len(frame) == 20 and openai.batch_stats()["created"] == 1
+    assert "1 line(s) for requests this run never sent were ignored" in capsys.readouterr().err
+
+
+def test_a_429_on_upload_is_retried(openai: FakeOpenAI, write: Write, tmp_path: Path) -> None:
+    openai.script([{"status": 429, "retry_after_ms": 10}])
+    answered(run_suite(load_suite(small_suite(write)), batch_settings(tmp_path)).run_dir)
+    uploads = [r for r in openai.requests if r.path == "/v1/files" and r.method == "POST"]
+    assert len(uploads) == 2 and openai.batch_stats()["uploads"] == 1
+
+
+def test_a_missing_key_fails_before_any_upload(write: Write, tmp_path: Path) -> None:
+    from tests.conftest import cli_env, run_evalkit
+
+    with FakeOpenAI(latency_ms=0) as server:
+        result = run_evalkit(
+            "run",
+            str(small_suite(write)),
+            "--batch",
+            "--out",
+            str(tmp_path / "runs"),
+            cwd=tmp_path,
+            env=cli_env(server.url, key=None),
+        )
+        assert result.returncode == 2, result.stderr
+        assert "needs an API key" in result.stderr
+        assert server.count() == 0
+
+
+# ---------------------------------------------------------------- kill, resume, cancel
+
+
+def _start(args: list[str], tmp_path: Path, env: dict[str, str]) -> Any:
+    import subprocess
+    import sys
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "evalkit", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def _wait_for_submitted(root: Path, timeout_s: float = 60) -> Path:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for journal in root.glob("*/journal.jsonl"):
+            if '"event":"submitted"' in journal.read_text():
+                return journal.parent
+        time.sleep(0.05)
+    raise AssertionError("no batch was ever submitted")
+
+
+def test_a_killed_batch_run_resumes_by_reattaching_not_resubmitting(
+    openai: FakeOpenAI, write: Write, tmp_path: Path
+) -> None:
+    import signal
+
+    from tests.conftest import cli_env, run_evalkit
+
+    openai.script_batches([{"seconds": 3}])
+    env = cli_env(openai.url)
+    args = ["run", str(small_suite(write)), "--batch", "--poll-interval", "0.05", "--no-cache"]
+    killed = _start([*args, "--out", "runs"], tmp_path, env)
+    run_dir = _wait_for_submitted(tmp_path / "runs")
+    killed.send_signal(signal.SIGKILL)
+    killed.communicate(timeout=30)
+    assert openai.batch_stats()["created"] == 1
+    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "running"
+
+    resumed = run_evalkit("run", "--resume", str(run_dir), cwd=tmp_path, env=env)
+    assert resumed.returncode in (0, 1), resumed.stderr
+    assert openai.batch_stats()["created"] == 1  # re-attached: nothing submitted or paid twice
+    assert openai.batch_stats()["uploads"] == 1
+    assert chat_requests(openai) == 0
+    frame = answered(run_dir)
+    assert len(frame) == 20 and frame["batch_id"].nunique() == 1
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    assert manifest["options"]["batch"] is True and manifest["options"]["poll_interval_s"] == 0.05
+
+
+def test_batches_shows_and_cancels_a_run_s_batches_and_a_resume_sends_the_rest(
+    openai: FakeOpenAI, write: Write, tmp_path: Path
+) -> None:
+    import signal
+
+    from tests.conftest import cli_env, run_evalkit
+
+    openai.script_batches([{"stuck_after": 0.5}, "ok"])
+    env = cli_env(openai.url)
+    args = ["run", str(small_suite(write)), "--batch", "--poll-interval", "0.05", "--no-cache"]
+    killed = _start([*args, "--out", "runs"], tmp_path, env)
+    run_dir = _wait_for_submitted(tmp_path / "runs")
+    killed.send_signal(signal.SIGKILL)
+    killed.communicate(timeout=30)
+
+    shown = run_evalkit("batches", str(run_dir), cwd=tmp_path, env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert "openai/gpt-4o-mini" in shown.stdout and "requests" in shown.stdout
+    cancelled = run_evalkit("batches", str(run_dir), "--cancel", cwd=tmp_path, env=env)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert "(cancel asked)" in cancelled.stdout
+
+    resumed = run_evalkit("run", "--resume", str(run_dir), cwd=tmp_path, env=env)
+    assert resumed.returncode in (0, 1), resumed.stderr
+    frame = answered(run_dir)
+    assert openai.batch_stats()["created"] == 2
+    counts = frame["batch_id"].value_counts().tolist()
+    assert len(counts) == 2 and sum(counts) == 20  # the cancelled batch's done lines kept
+
+
+# ---------------------------------------------------------------- resampling and cost
+
+INSERT_SUITE = """\
+name: insert
+models: [openai/gpt-3.5-turbo-instruct]
+params: {temperature: 0.7, max_tokens: 8}
+prompt: "LENGTH_UNTIL_MAX=16 def f{{ i }}(x):\\n    \\"\\"\\""
+suffix: "\\n    return x\\n"
+samples: 3
+select: first_stop
+max_tokens_cap: 32
+checks: [{finish_reason: stop}]
+cases:
+"""
+
+
+def insert_suite(write: Write, cases: int = 6) -> Path:
+    lines = [f"  - {{id: f{i}, vars: {{i: {i}}}}}" for i in range(cases)]
+    return write("insert.yaml", INSERT_SUITE + "\n".join(lines) + "\n")
+
+
+def test_insert_mode_with_first_stop_resamples_in_batches(
+    openai: FakeOpenAI, write: Write, tmp_path: Path
+) -> None:
+    suite = load_suite(insert_suite(write))
+    online = run_suite(suite, run_settings(tmp_path / "online", cache=False))
+    openai.reset()
+    batched = run_suite(suite, batch_settings(tmp_path / "batch"))
+    online_frame, batch_frame = load_run(online.run_dir), load_run(batched.run_dir)
+    assert (online_frame["round"] > 0).any(), "the suite should need a raised max_tokens round"
+    columns = [*SAME, "round", "max_tokens", "selected"]
+    order = ["case_id", "variant", "model", "sample"]
+    pd.testing.assert_frame_equal(
+        online_frame[columns].sort_values(order).reset_index(drop=True),
+        batch_frame[columns].sort_values(order).reset_index(drop=True),
+    )
+    rounds = int(batch_frame["round"].max()) + 1
+    assert openai.batch_stats()["created"] == rounds  # one batch per round
+    assert chat_requests(openai) == 0
+    bodies = [
+        json.loads(x)
+        for f in openai.batches.files.all()
+        if f.purpose == "batch"
+        for x in f.data.decode().splitlines()
+    ]
+    assert all("suffix" in b["body"] and b["url"] == "/v1/completions" for b in bodies)
+
+
+def test_a_raised_round_may_go_online(openai: FakeOpenAI, write: Write, tmp_path: Path) -> None:
+    suite = load_suite(insert_suite(write))
+    result = run_suite(suite, batch_settings(tmp_path, batch_topup="online"))
+    frame = load_run(result.run_dir)
+    later = frame[frame["round"] > 0]
+    assert len(later) and later["batch_id"].isna().all()
+    assert frame[frame["round"] == 0]["batch_id"].notna().all()
+    assert openai.batch_stats()["created"] == 1
+    assert openai.count("/v1/completions") == len(later)
+
+
+def test_catalogue_batch_prices_are_used_when_listed(
+    openai: FakeOpenAI, write: Write, tmp_path: Path
+) -> None:
+    from evalkit.models.catalog import lookup
+
+    info = lookup("openai/gpt-4o-mini")
+    assert info is not None and info.batch_prices is not None  # genai-prices lists it
+    frame = answered(run_suite(load_suite(small_suite(write)), batch_settings(tmp_path)).run_dir)
+    tokens = frame["prompt_tokens"].iloc[0], frame["completion_tokens"].iloc[0]
+    expected = info.cost(int(tokens[0]), int(tokens[1]), batch=True)
+    assert frame["cost_usd"].iloc[0] == pytest.approx(expected)
+    assert expected < info.cost(int(tokens[0]), int(tokens[1]))
+
+
+def test_dry_run_with_batch_shows_both_costs(tmp_path: Path) -> None:
+    from tests.conftest import run_evalkit
+
+    result = run_evalkit("run", str(TRIAGE), "--dry-run", "--batch", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    models = json.loads(result.stdout)["models"]
+    for model in models:
+        assert model["batch_max_cost_usd"] == pytest.approx(model["max_cost_usd"] / 2)
+    table = run_evalkit("run", str(TRIAGE), "--dry-run", "--batch", cwd=tmp_path).stdout
+    assert "batch min $" in table and "batch max $" in table
+
+
+def test_a_batch_refused_for_some_lines_maps_them_to_their_cases(
+    openai: FakeOpenAI, write: Write, tmp_path: Path
+) -> None:
+    openai.script_batches([{"invalid_lines": [3, 7]}, "ok"])
+    result = run_suite(load_suite(small_suite(write)), batch_settings(tmp_path))
+    journal = list(read_journal(result.run_dir))
+    keys = next(e["keys"] for e in journal if e.get("event") == "uploaded")
+    frame = load_run(result.run_dir)
+    refused = frame[frame["error_type"].notna()]
+    assert sorted(refused["request_key"]) == sorted([keys[2], keys[6]])
+    assert refused["error"].str.contains(r"line [37]: Line [37]: the body is not valid").all()
+    assert refused["error_type"].eq("bad_request").all()
+    assert frame["error_type"].isna().sum() == 18  # the others, sent again in a new batch
+    assert openai.batch_stats()["created"] == 2
+
+
+def test_shards_run_as_batches_merge_into_the_unsharded_batch_run(
+    openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    from evalkit import Shard, merge_runs
+
+    whole = run_suite(load_suite(TRIAGE), batch_settings(tmp_path / "whole"))
+    shards = [
+        run_suite(
+            load_suite(TRIAGE), batch_settings(tmp_path / f"s{i}", shard=Shard.parse(f"{i}/2"))
+        )
+        for i in (1, 2)
+    ]
+    merged = merge_runs([s.run_dir for s in shards], tmp_path / "merged")
+    pd.testing.assert_frame_equal(rows(whole.run_dir), rows(merged.run_dir))
+    frame = load_run(merged.run_dir)
+    assert frame["batch_id"].notna().all() and frame["batch_id"].nunique() == 4  # 2 per shard
+    assert frame["cost_usd"].sum() == pytest.approx(load_run(whole.run_dir)["cost_usd"].sum())

@@ -11,6 +11,7 @@ import evalkit
 import evalkit.errors
 
 EXPORTED = {
+    "batch_states",
     # suites: load, validate, render
     *("Case", "Check", "Endpoint", "Message", "ModelSpec", "Params", "Suite", "Variant"),
     *("load_suite", "check_suite", "Rendered", "Renderer", "CATALOG", "ModelInfo"),
@@ -21,6 +22,7 @@ EXPORTED = {
     *("pass_at_k", "pass_hat_k", "reduce_samples"),
     # comparing, gating, reporting
     *("compare_runs", "RunComparison", "Gate", "write_reports"),
+    *("GateRule", "GateOutcome", "parse_gate", "judge_gates"),
     # shards and merging them
     *("Shard", "ShardSize", "shard_of", "shard_sizes", "merge_runs", "Merged", "MergeError"),
     # the response cache

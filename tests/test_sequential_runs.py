@@ -224,6 +224,8 @@ def test_sequential_options_need_sequential_and_a_choice_needs_two_models(
     assert code == 2 and "--margin goes with --sequential" in err
     code, _, err = _cli(openai, tmp_path, str(suite), "--sequential")
     assert code == 2 and "chooses between two models; this run has 1" in err
+    code, _, err = _cli(openai, tmp_path, str(suite), "--sequential", "--gate", "pass_rate>=0.9")
+    assert code == 2 and "--gate goes without --sequential" in err
     assert openai.count(CHAT) == 0
 
 

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 from evalkit.analysis.stats import (
     holm,
     mcnemar_exact,
-    min_detectable_difference,
     paired_bootstrap,
+    paired_min_detectable_difference,
     wilson,
 )
 from evalkit.analysis.summary import summarize
@@ -26,9 +26,30 @@ from evalkit.errors import InputError, exit_code
 if TYPE_CHECKING:
     import pandas as pd
 
+    from evalkit.analysis.gates import GateOutcome
     from evalkit.execution.settings import RunResult
 
 KEY = ["case_id", "variant", "model"]
+
+
+def detectable_text(cases: int, min_detectable: float, alpha: float = 0.05) -> str:
+    """What a comparison of `cases` paired cases could have seen, said plainly."""
+    if not cases or math.isnan(min_detectable):
+        return "with no paired cases this comparison could detect nothing"
+    if min_detectable >= 1:
+        return f"with {cases} cases this comparison could not detect any difference"
+    return (
+        f"with {cases} cases this comparison could only detect a difference of "
+        f"{min_detectable * 100:.0f} points or more (alpha {alpha:g}, 80% power)"
+    )
+
+
+def paired_detectable(cases: int, discordant: int, alpha: float = 0.05) -> float:
+    """The minimum detectable difference of a pass/fail comparison of `cases` pairs, of
+    which `discordant` disagree (`stats.paired_min_detectable_difference`)."""
+    if not cases:
+        return math.nan
+    return paired_min_detectable_difference(cases, discordance=discordant / cases, alpha=alpha)
 
 
 def case_outcomes(frame: pd.DataFrame) -> pd.DataFrame:
@@ -83,6 +104,8 @@ class RunComparison:
     per_model: list[dict[str, Any]]
     failed: bool
     reasons: list[str] = field(default_factory=list)
+    base_gates: list[GateOutcome] | None = None  # each run's own gate, as its manifest says
+    new_gates: list[GateOutcome] | None = None
     sequential: dict[str, Any] | None = None  # the new run's `--sequential` decision, if any
 
     @property
@@ -92,7 +115,7 @@ class RunComparison:
     @property
     def exit_code(self) -> int:
         """1: a regression by the policy (the CI gate fails); 0: none."""
-        return exit_code(failed=self.failed)
+        return exit_code(gates=[not self.failed])
 
 
 def parse_policy(text: str) -> tuple[str, float]:
@@ -122,6 +145,7 @@ def compare_runs(
     from evalkit.records.frame import load_run
     from evalkit.records.store import read_manifest
 
+    base_gates, new_gates = _gates_of(base), _gates_of(new)
     decided = read_manifest(Path(new)).get("sequential") if isinstance(new, str | Path) else None
     base = load_run(base) if isinstance(base, str | Path) else base
     new = load_run(new) if isinstance(new, str | Path) else new
@@ -171,7 +195,7 @@ def compare_runs(
         delta_low=low,
         delta_high=high,
         p_value=p,
-        min_detectable=min_detectable_difference(n, base_rate if n else 0.5, alpha),
+        min_detectable=paired_detectable(n, len(regressions) + len(fixes), alpha),
         regressions=regressions,
         fixes=fixes,
         only_in_base=only_base,  # type: ignore[arg-type]
@@ -179,8 +203,18 @@ def compare_runs(
         per_model=_per_model(a, b),
         failed=bool(reasons),
         reasons=reasons,
+        base_gates=base_gates,
+        new_gates=new_gates,
         sequential=decided,
     )
+
+
+def _gates_of(run: pd.DataFrame | str | Path) -> list[GateOutcome] | None:
+    """A run directory's recorded gate outcomes (a DataFrame carries none)."""
+    from evalkit.analysis.gates import recorded_gates
+    from evalkit.records.store import read_manifest
+
+    return recorded_gates(read_manifest(Path(run))) if isinstance(run, str | Path) else None
 
 
 @dataclass(frozen=True, eq=False)
@@ -320,6 +354,7 @@ def compare_models(frame: pd.DataFrame, alpha: float = 0.05) -> ModelComparison:
                 "only_a": only_x,
                 "only_b": only_y,
                 "p_value": mcnemar_exact(only_x, only_y),
+                "min_detectable": paired_detectable(len(common), only_x + only_y, alpha),
             }
         )
     adjusted = holm([p["p_value"] for p in pairs])

@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from evalkit.analysis.gates import judge_run
 from evalkit.errors import InputError, RunError
 from evalkit.execution.execute import execute
 from evalkit.execution.prepare import prepare_run, run_manifest, validated_targets
@@ -21,6 +22,7 @@ from evalkit.execution.settings import RunResult, RunSettings
 from evalkit.planning.estimate import DryRun, estimate, overflow_problems
 from evalkit.planning.shard import Shard
 from evalkit.records.store import RunDir, file_sha256, new_run_id, now_iso, read_manifest
+from evalkit.suite.gates import GateRule, parse_gate
 from evalkit.suite.spec import Suite
 
 
@@ -31,6 +33,7 @@ def run_suite(suite: Suite, settings: RunSettings | None = None) -> RunResult:
     offered first, and resumed instead if the answer is yes.
     """
     settings = settings or RunSettings()
+    suite = gated_suite(suite, settings.gates)
     offer = settings.offer_resume
     if offer is not None:
         unfinished = _unfinished_run(suite, settings)
@@ -40,10 +43,13 @@ def run_suite(suite: Suite, settings: RunSettings | None = None) -> RunResult:
         return run_sequential(suite, settings)
     prepared = prepare_run(suite, settings)
     manifest = run_manifest(suite, prepared, settings)
+    manifest["options"].update(gates=settings.gates, alpha=settings.alpha)
+    manifest["gate"] = gate_record(suite.gate, settings)
     run = RunDir.create(Path(settings.out), new_run_id(suite.name or "suite"), manifest)
     if settings.on_start is not None:
         settings.on_start(run.path)
-    return asyncio.run(execute(suite, prepared, settings, run, None))
+    result = asyncio.run(execute(suite, prepared, settings, run, None))
+    return _judged(result, suite, settings, run)
 
 
 def resume_run(run_dir: Path, settings: RunSettings | None = None) -> RunResult:
@@ -70,6 +76,8 @@ def resume_run(run_dir: Path, settings: RunSettings | None = None) -> RunResult:
         timeout_s=options.get("timeout_s", base.timeout_s),
         max_cost=base.max_cost if base.max_cost is not None else options.get("max_cost"),
         allow_overflow=options.get("allow_overflow", False),
+        gates=options.get("gates"),
+        alpha=options.get("alpha", base.alpha),
         shard=shard,
         batch=base.batch or bool(options.get("batch", False)),
         poll_interval_s=base.poll_interval_s
@@ -81,7 +89,7 @@ def resume_run(run_dir: Path, settings: RunSettings | None = None) -> RunResult:
     suite_path = manifest.get("suite", {}).get("path")
     if not suite_path or not Path(suite_path).exists():
         suite_path = manifest.get("suite", {}).get("abspath")
-    suite = load_suite(suite_path, settings.allow_outside_cases)
+    suite = gated_suite(load_suite(suite_path, settings.allow_outside_cases), settings.gates)
     if manifest.get("sequential"):  # its rounds replayed, what the journal holds reused
         return run_sequential(
             suite, resumed_sequential(manifest, settings), RunDir(run_dir, manifest)
@@ -116,7 +124,8 @@ def resume_run(run_dir: Path, settings: RunSettings | None = None) -> RunResult:
         raise
     if settings.on_start is not None:
         settings.on_start(run.path)
-    return asyncio.run(execute(suite, prepared, settings, run, plan))
+    result = asyncio.run(execute(suite, prepared, settings, run, plan))
+    return _judged(result, suite, settings, run)
 
 
 def dry_run(suite: Suite, settings: RunSettings | None = None) -> DryRun:
@@ -127,7 +136,39 @@ def dry_run(suite: Suite, settings: RunSettings | None = None) -> DryRun:
     settings = settings or RunSettings()
     estimates = estimate(validated_targets(suite, settings)[1])
     problems = [] if settings.allow_overflow else overflow_problems(suite, estimates)
-    return DryRun(suite.source, estimates, problems)
+    return DryRun(suite.source, estimates, problems, settings.batch)
+
+
+def gated_suite(suite: Suite, expressions: list[str] | None) -> Suite:
+    """`suite` with its gate replaced by the `--gate` expressions, when any are given."""
+    if expressions is None:
+        return suite
+    variants = set(suite.variants or {})
+    return suite.model_copy(update={"gate": [parse_gate(e, variants) for e in expressions]})
+
+
+def gate_record(rules: list[GateRule], settings: RunSettings) -> dict[str, Any] | None:
+    """The manifest's `gate`: its rules, where they came from, and (once judged) outcomes."""
+    if not rules:
+        return None
+    source = "command line" if settings.gates is not None else "suite"
+    texts = [rule.text for rule in rules]
+    return {"source": source, "alpha": settings.alpha, "rules": texts, "held": None, "outcomes": []}
+
+
+def _judged(result: RunResult, suite: Suite, settings: RunSettings, run: RunDir) -> RunResult:
+    """A complete run judged by its gate, the outcomes kept in its manifest. A shard is not
+    judged: a gate speaks of the whole suite, and one shard's cases are a part of it."""
+    if not suite.gate or settings.shard is not None:
+        return result
+    result = judge_run(result, suite.gate, settings.alpha)
+    if result.gates is not None:
+        run.manifest["gate"] = gate_record(suite.gate, settings)
+        run.manifest["gate"].update(
+            held=all(g.held for g in result.gates), outcomes=[g.as_dict() for g in result.gates]
+        )
+        run.write_manifest()
+    return result
 
 
 def _kept_shard(run_dir: Path, manifest: dict[str, Any], asked: Shard | None) -> Shard | None:

@@ -11,6 +11,7 @@ from evalkit.errors import exit_code
 
 if TYPE_CHECKING:
     from evalkit.analysis.compare import RunComparison
+    from evalkit.analysis.gates import GateOutcome
     from evalkit.execution.sequential import SequentialSettings
     from evalkit.planning.shard import Shard
 
@@ -35,6 +36,8 @@ class RunSettings:
     refresh: bool = False  # --refresh: write without reading
     cache_dir: Path | None = None
     allow_overflow: bool = False
+    gates: list[str] | None = None  # --gate expressions: replace the suite's gate
+    alpha: float = 0.05  # significance level of the gate's comparisons
     shard: Shard | None = None  # --shard I/N: only the cases of shard I (see planning/shard.py)
     batch: bool = False  # --batch: every model's requests through the Batch API
     poll_interval_s: float | None = None  # --poll-interval (None: the run's own, else 60 s)
@@ -62,18 +65,27 @@ class RunResult:
     failed_samples: int = 0  # kept samples that failed a required check
     frame: Any = field(default=None, repr=False)  # the run's DataFrame, as load_run returns it
     comparison: RunComparison | None = None  # with a baseline (`Gate.judge`), once complete
+    gates: list[GateOutcome] | None = None  # the gate's outcomes, when one was declared
     sequential: dict[str, Any] | None = None  # --sequential: the manifest's decision record
 
     @property
     def exit_code(self) -> int:
-        """3: the run could not complete; 1: checks failed, or with a baseline the gate
-        found a regression (the gate decides, not each failing check); 0: all good."""
-        if self.sequential is not None:  # the decision is the result (docs/sequential.md)
+        """3: the run could not complete; with a gate (the suite's, `--gate`, `--baseline`)
+        1 when a rule failed and 0 when all held, whatever samples failed; without one, 1
+        when a kept sample failed a required check, 0 when none did. With `--sequential` the
+        decision is the result: 1 on a regression, 5 when inconclusive, else 0."""
+        if self.sequential is not None:  # docs/sequential.md
             verdict = self.sequential.get("verdict")
             return exit_code(
                 complete=self.status in ("complete", "budget"),
-                failed=verdict == "regression",
                 inconclusive=verdict == "inconclusive",
+                gates=[verdict != "regression"],
             )
-        failed = self.comparison.failed if self.comparison else bool(self.failed_samples)
-        return exit_code(complete=self.status == "complete", failed=failed)
+        verdicts = [not self.comparison.failed] if self.comparison else []
+        verdicts += [g.held for g in self.gates or []]
+        gated = self.comparison is not None or self.gates is not None
+        return exit_code(
+            complete=self.status == "complete",
+            failed=bool(self.failed_samples),
+            gates=verdicts if gated else None,
+        )

@@ -28,6 +28,8 @@ class ModelEstimate:
     max_completion_tokens: int = 0
     min_cost_usd: float = 0.0  # every prompt paid, no completion
     max_cost_usd: float = 0.0  # every completion budget used, including max_tokens escalation
+    batch_min_cost_usd: float = 0.0  # the same through the Batch API (--batch)
+    batch_max_cost_usd: float = 0.0
     exact_tokens: bool = True  # False when the model's tokenizer is not available offline
     overflows: list[dict[str, Any]] = field(default_factory=list)
 
@@ -43,6 +45,7 @@ class DryRun(Sequence[ModelEstimate]):
     suite: str  # the suite's file
     estimates: list[ModelEstimate]
     problems: list[Problem]  # empty with allow_overflow
+    batch: bool = False  # asked with --batch: the table shows the Batch API's costs too
 
     @overload
     def __getitem__(self, index: int) -> ModelEstimate: ...
@@ -90,6 +93,10 @@ def _count(result: ModelEstimate, group: Group, prompt: int) -> None:
     result.max_completion_tokens += completion
     result.min_cost_usd += info.cost(prompt * group.samples, 0)
     result.max_cost_usd += info.cost(prompt * group.samples * len(rounds), completion)
+    result.batch_min_cost_usd += info.cost(prompt * group.samples, 0, batch=True)
+    result.batch_max_cost_usd += info.cost(
+        prompt * group.samples * len(rounds), completion, batch=True
+    )
     if not fits(prompt, max_tokens, info.context_window):
         result.overflows.append(
             {
@@ -129,24 +136,26 @@ def _round_budgets(max_tokens: int, cap: int | None) -> list[int]:
     return rounds
 
 
-def table(estimates: list[ModelEstimate]) -> str:
-    """The dry-run table, one line per model."""
-    header = ("model", "requests", "prompt tokens", "max completion", "min $", "max $", "overflows")
-    rows = [header]
+def table(estimates: list[ModelEstimate], batch: bool = False) -> str:
+    """The dry-run table, one line per model (`batch`: with the Batch API's costs beside)."""
+    header = ["model", "requests", "prompt tokens", "max completion", "min $", "max $"]
+    header += ["batch min $", "batch max $"] if batch else []
+    rows = [(*header, "overflows")]
     for e in estimates:
         approx = "" if e.exact_tokens else "~"
+        costs = [e.min_cost_usd, e.max_cost_usd]
+        costs += [e.batch_min_cost_usd, e.batch_max_cost_usd] if batch else []
         rows.append(
             (
                 e.model,
                 f"{e.requests:,}",
                 f"{approx}{e.prompt_tokens:,}",
                 f"{e.max_completion_tokens:,}",
-                f"{e.min_cost_usd:.4f}",
-                f"{e.max_cost_usd:.4f}",
+                *(f"{c:.4f}" for c in costs),
                 str(len(e.overflows)),
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
     )

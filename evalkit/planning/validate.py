@@ -12,12 +12,13 @@ from collections.abc import Mapping, Sequence
 
 from pydantic import ValidationError
 
-from evalkit.errors import Problem, TemplateError, UnknownModel, Unsendable
+from evalkit.errors import Problem, TemplateError, UnknownModel, Unsendable, did_you_mean
 from evalkit.models.targets import Target, resolve
 from evalkit.planning.plan import Group, build_body
 from evalkit.planning.planner import KEEP_BYTES, CasePlan, Failure, Planner, overflow_text
 from evalkit.suite.checkspec import Check, JudgeArg, ModerationArg
 from evalkit.suite.endpoints import ModelSpec
+from evalkit.suite.gates import GateRule
 from evalkit.suite.locate import show_path
 from evalkit.suite.spec import Case, Suite
 
@@ -73,6 +74,9 @@ def validated(
             _check_judge(check, suite, path, environ, report)
     for index, check in enumerate(suite.checks):
         _check_judge(check, suite, ("checks", index), environ, report)
+    labels = [target.label for target in planner.targets]
+    for index, rule in enumerate(suite.gate):
+        _check_gate(rule, index, suite, labels, report)
     return report.items, planner
 
 
@@ -241,6 +245,35 @@ def _responses_problem(group: Group, report: _Problems) -> bool:
         )
         return True
     return False
+
+
+def _check_gate(
+    rule: GateRule, index: int, suite: Suite, labels: list[str], report: _Problems
+) -> None:
+    """Every name a gate rule uses is a model, variant or check of this run."""
+    names = {
+        "model": labels,
+        "variant": [v for v in suite.variant_prompts() if v],
+        "check": sorted(
+            {c.label for c in [*suite.checks, *(c for case in suite.cases for c in case.expect)]}
+        ),
+    }
+    used: list[tuple[str, str | None, str]] = []  # (what it names, the name, its key)
+    if rule.pass_rate is not None:
+        used = [(k, getattr(rule.pass_rate, k), k) for k in ("model", "variant", "check")]
+    elif (comparison := rule.comparison) is not None:
+        side = comparison.dimension
+        used = [(side, comparison.side, side), (side, comparison.than, "than")]
+    for what, name, key in used:
+        if name is None or name in names[what]:
+            continue
+        known = ", ".join(names[what]) or "none"
+        problem = f"{what} '{name}' is not one of this run's {what}s ({known})"
+        problem += did_you_mean(name, names[what])
+        if rule.expression is not None:  # from the command line: no line to point at
+            report.items.append(Problem("--gate", 0, "", f"{rule.expression!r}: {problem}"))
+        else:
+            report.add(("gate", index, rule.kind, key), problem)
 
 
 def _check_judge(

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from evalkit.analysis.compare import ModelComparison, RunComparison
+    from evalkit.analysis.gates import GateOutcome
 
 FILENAMES = {"html": "report.html", "md": "report.md", "junit": "junit.xml"}
 
@@ -45,6 +46,17 @@ class RunReport:
     @property
     def status(self) -> str:
         return str(self.manifest.get("status") or "unknown")
+
+    @cached_property
+    def gates(self) -> list[GateOutcome] | None:
+        """The run's gate outcomes, as its manifest recorded them; None without a gate."""
+        from evalkit.analysis.gates import recorded_gates
+
+        return recorded_gates(self.manifest)
+
+    @property
+    def gate_held(self) -> bool:
+        return all(g.held for g in self.gates or [])
 
     @property
     def labels(self) -> list[str]:

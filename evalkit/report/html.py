@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from evalkit.analysis.compare import detectable_text
 from evalkit.console import fmt, sequential_text
 from evalkit.records.images import REF_PREFIX, image_urls, thumbnail_path
 from evalkit.report import records
@@ -95,6 +96,7 @@ def render_html(report: RunReport) -> str:
 
     env = Environment(autoescape=True, undefined=StrictUndefined, trim_blocks=True)
     env.filters.update(pct=_pct, usd=_usd, sec=_sec, num=_num, p=_p, f2=_f2)
+    env.filters["detectable"] = detectable_text
     rows, omitted = case_rows(report)
     comparison = report.comparison
     return env.from_string(template_text()).render(
@@ -112,6 +114,8 @@ def render_html(report: RunReport) -> str:
         omitted=omitted,
         total_cases=int(report.frame["case_id"].nunique()),
         comparison=comparison,
+        gates=report.gates,
+        gate=report.manifest.get("gate") or {},
         sequential=_sequential(report.manifest),
         regressions=[_flip(f) for f in comparison.regressions[:MAX_FLIPS]] if comparison else [],
         fixes=[_flip(f) for f in comparison.fixes[:MAX_FLIPS]] if comparison else [],

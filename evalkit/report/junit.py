@@ -1,6 +1,7 @@
 """JUnit XML: every case × model (and variant) as a test, so any CI shows failures natively.
 
-One `<testsuite>` per model and variant, one `<testcase>` per case in it: a `<failure>` with
+One `<testsuite>` per model and variant, one `<testcase>` per case in it (and, when the run
+was judged by a gate, a `SUITE.gate` testsuite with a test per rule and model): a `<failure>` with
 the check reasons when the case failed (by compare.case_outcomes' rule: fewer than half of
 its kept samples passed), an `<error>` when every kept sample was a failed request. Model
 text can hold characters XML 1.0 forbids; they are replaced, so the file always parses.
@@ -40,6 +41,11 @@ def render_junit(report: RunReport) -> str:
         for attribute in ("tests", "failures", "errors"):
             totals[attribute] += int(suite.get(attribute, "0"))
         totals["time"] += float(suite.get("time", "0"))
+    if report.gates is not None:
+        gate = _gate_suite(report)
+        root.append(gate)
+        totals["tests"] += len(report.gates)
+        totals["failures"] += int(gate.get("failures", "0"))
     for attribute, value in totals.items():
         root.set(attribute, f"{value:.3f}" if attribute == "time" else str(value))
     ET.indent(root)
@@ -88,6 +94,28 @@ def _testsuite(
     suite.set("errors", str(errors))
     suite.set("skipped", "0")
     suite.set("time", f"{elapsed:.3f}")
+    return suite
+
+
+def _gate_suite(report: RunReport) -> ET.Element:
+    """The gate as tests of their own: one per rule and what it judged, failing as it did."""
+    classname = _clean(f"{report.suite}.gate")
+    suite = ET.Element("testsuite", name=classname)
+    failures = 0
+    for outcome in report.gates or []:
+        name = _clean(f"{outcome.gate} {outcome.subject}")
+        test = ET.SubElement(suite, "testcase", name=name, classname=classname, time="0.000")
+        if not outcome.held:
+            failures += 1
+            reason = _clean(outcome.reason)
+            ET.SubElement(test, "failure", message=reason[:1000], type="gate").text = reason
+        else:
+            ET.SubElement(test, "system-out").text = _clean(outcome.reason)
+    for attribute, value in (("tests", len(report.gates or [])), ("failures", failures)):
+        suite.set(attribute, str(value))
+    suite.set("errors", "0")
+    suite.set("skipped", "0")
+    suite.set("time", "0.000")
     return suite
 
 

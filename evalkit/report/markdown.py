@@ -12,6 +12,7 @@ import json
 import re
 from typing import TYPE_CHECKING
 
+from evalkit.analysis.compare import detectable_text
 from evalkit.console import fmt, sequential_text
 from evalkit.report import label, records
 
@@ -34,6 +35,8 @@ def render_markdown(report: RunReport) -> str:
     if (report.manifest.get("sequential") or {}).get("verdict"):
         decision = sequential_text(report.manifest["sequential"])
         lines += [f"**Sequential decision:** {cell(decision, 600)}", ""]
+    if report.gates is not None:
+        lines += _gate(report)
     if report.comparison is not None:
         lines += _comparison(report)
     lines += _summary(report)
@@ -60,10 +63,29 @@ def _comparison(report: RunReport) -> list[str]:
         f"(delta {fmt(c.delta, '{:+.1%}')}, 95% interval {fmt(c.delta_low, '{:+.1%}')} … "
         f"{fmt(c.delta_high, '{:+.1%}')}, McNemar p = {fmt(c.p_value, '{:.3g}')}) over "
         f"{c.cases} paired cases; {len(c.regressions)} regression(s), {len(c.fixes)} fix(es)",
+        f"- {detectable_text(c.cases, c.min_detectable, c.alpha)}",
         f"- baseline `{_code(c.base_run)}`, policy `{_code(c.policy)}`",
         "",
     ]
     return lines
+
+
+def _gate(report: RunReport) -> list[str]:
+    """The gate's verdict, and each rule's outcome with what decided it."""
+    gates = report.gates or []
+    held = report.gate_held
+    lines = [
+        f"### {'✅' if held else '❌'} Gate: {'held' if held else 'failed'}",
+        "",
+        "| rule | judged | outcome | what decided it |",
+        "| --- | --- | --- | --- |",
+    ]
+    for g in gates:
+        outcome = "held" if g.held else "**failed**"
+        lines.append(
+            f"| `{_code(g.gate)}` | {cell(g.subject)} | {outcome} | {cell(g.reason, 600)} |"
+        )
+    return [*lines, ""]
 
 
 def _summary(report: RunReport) -> list[str]:
@@ -100,22 +122,25 @@ def _pairs(report: RunReport) -> list[str]:
         return []
     significant = pairs[pairs["significant"]]
     if significant.empty:
+        smallest = pairs.sort_values("min_detectable").iloc[0]  # the pair that saw the most
+        could = detectable_text(int(smallest["cases"]), float(smallest["min_detectable"]))
         return [
             f"No significant difference between any two of the {len(report.labels)} models "
-            "(exact McNemar, Holm-corrected, alpha 0.05).",
+            f"(exact McNemar, Holm-corrected, alpha 0.05); {could}.",
             "",
         ]
     lines = [
         "### Significant differences",
         "",
-        "| A | B | delta (B − A) | 95% interval | Holm p |",
-        "| --- | --- | ---: | --- | ---: |",
+        "| A | B | delta (B − A) | 95% interval | Holm p | could detect |",
+        "| --- | --- | ---: | --- | ---: | --- |",
     ]
     for p in records(significant):
         lines.append(
             f"| {cell(p['a'])} | {cell(p['b'])} | {fmt(p['delta'], '{:+.1%}')} "
             f"| {fmt(p['delta_low'], '{:+.1%}')} … {fmt(p['delta_high'], '{:+.1%}')} "
-            f"| {fmt(p['p_holm'], '{:.3g}')} |"
+            f"| {fmt(p['p_holm'], '{:.3g}')} "
+            f"| {detectable_text(int(p['cases']), float(p['min_detectable']))} |"
         )
     return [*lines, ""]
 

@@ -14,6 +14,7 @@ from pydantic_core import PydanticCustomError
 
 from evalkit.suite.checkspec import Check
 from evalkit.suite.endpoints import Endpoint, ModelSpec
+from evalkit.suite.gates import GateRule
 from evalkit.suite.locate import Locator
 from evalkit.suite.params import Params, Strict
 
@@ -197,6 +198,7 @@ class Suite(Strict):
     resample_temperature: float | None = Field(None, ge=0, le=2)
     checks: list[Check] = Field(default_factory=list)
     cases: list[Case] = Field(default_factory=list)
+    gate: list[GateRule] = Field(default_factory=list)  # what `run`'s exit code then means
 
     _source: str = PrivateAttr("")
     _locator: Locator = PrivateAttr(default_factory=lambda: Locator(""))

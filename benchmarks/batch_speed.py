@@ -1,0 +1,179 @@
+"""Batch benchmark: a 50,000-request `evalkit run --batch` against the fake's Batch API.
+
+    python benchmarks/batch_speed.py [--requests N] [--batch-seconds S] [--json PATH]
+
+The fake server (`python -m fake_openai --batch-seconds S`) runs in its own process, and so
+does each evalkit run (`python -m evalkit run ... --no-progress`), timed from spawn to exit,
+its CPU and peak RSS from `os.wait4`. The run prints each batch's status with the seconds
+since its progress started; from those lines:
+
+* build + upload: from spawn to the batch's first status (`validating`): the process's start,
+  loading and validating the suite, planning every request, writing the input file and
+  uploading it. Target: under 10 s, peak RSS at most 300 MB.
+* join: from the poll that saw the batch `completed` to the run's last progress line:
+  downloading the output file, joining its lines (shuffled) to their requests, scoring and
+  journaling every entry. Target: under 10 s.
+
+Baseline, in the same run: the same suite run online (`evalkit run` with `-j 100`) against the
+same server at 0 ms latency; its wall time and peak RSS are printed beside, as ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = "openai/gpt-4o-mini"
+
+
+def cpu_model() -> str:
+    with open("/proc/cpuinfo", encoding="utf-8") as info:
+        for line in info:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def write_suite(folder: Path, requests: int) -> Path:
+    path = folder / "big.jsonl"
+    with path.open("w", encoding="utf-8") as out:
+        for i in range(requests):
+            line = {
+                "id": f"c{i:06d}",
+                "prompt": f"Question {i}: ANSWER: yes",
+                "expect": [{"icontains": "yes"}],
+            }
+            out.write(json.dumps(line) + "\n")
+    return path
+
+
+def start_server(batch_seconds: float) -> tuple[subprocess.Popen[str], str]:
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fake_openai",
+            "--port",
+            "0",
+            "--no-log",
+            "--batch-seconds",
+            str(batch_seconds),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert server.stdout is not None
+    line = server.stdout.readline()
+    match = re.search(r"http://127\.0\.0\.1:\d+", line)
+    if not match:
+        server.kill()
+        raise SystemExit(f"the fake server did not start: {line!r}")
+    return server, match.group(0) + "/v1"
+
+
+def timed(args: list[str], env: dict[str, str], cwd: Path) -> dict[str, Any]:
+    """`evalkit ARGS`: wall, CPU and peak RSS of that process alone (`os.wait4`)."""
+    err_path = cwd / "stderr.txt"
+    started = time.perf_counter()
+    with err_path.open("w") as err:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "evalkit", *args],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+        )
+        _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - started
+    text = err_path.read_text()
+    if os.waitstatus_to_exitcode(status) not in (0, 1):
+        raise SystemExit(f"evalkit exited {status}:\n{text[-3000:]}")
+    return {
+        "wall_s": wall,
+        "stderr": text,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "rss_mb": usage.ru_maxrss / 1024,
+    }
+
+
+def phases(stderr: str) -> dict[str, float]:
+    """Seconds since the progress started of the first `validating` and the `completed`
+    status lines, and of the last progress line."""
+    stamps = [
+        (float(m.group(1)), m.group(2)) for m in re.finditer(r"\[\s*([\d.]+)s\] (.*)", stderr)
+    ]
+    validating = next(t for t, line in stamps if ": validating," in line)
+    completed = next(t for t, line in stamps if ": completed," in line)
+    return {"validating_s": validating, "completed_s": completed, "last_s": stamps[-1][0]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=50_000)
+    parser.add_argument("--batch-seconds", type=float, default=2.0)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    server, url = start_server(args.batch_seconds)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            suite = write_suite(folder, args.requests)
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "EVALKIT_"))}
+            env.update(
+                OPENAI_BASE_URL=url,
+                OPENAI_API_KEY="sk-bench",
+                EVALKIT_CACHE_DIR=str(folder / "cache"),
+            )
+            common = ["run", str(suite), "-m", MODEL, "--no-cache", "--no-progress"]
+            # the batch run first, alone in the process table: its RSS is the children's peak
+            batch = timed([*common, "--batch", "--poll-interval", "0.2", "--out", "b"], env, folder)
+            online = timed([*common, "-j", "100", "--out", "o"], env, folder)
+            marks = phases(batch["stderr"])
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+
+    startup_to_progress = batch["wall_s"] - marks["last_s"]  # process start, load, validate
+    build_upload = startup_to_progress + marks["validating_s"]
+    join = marks["last_s"] - marks["completed_s"]
+    figures = {
+        "cpu": cpu_model(),
+        "load_average": os.getloadavg(),
+        "requests": args.requests,
+        "batch_seconds": args.batch_seconds,
+        "batch_wall_s": round(batch["wall_s"], 2),
+        "batch_cpu_s": round(batch["cpu_s"], 2),
+        "build_upload_s": round(build_upload, 2),
+        "join_s": round(join, 2),
+        "batch_peak_rss_mb": round(batch["rss_mb"], 1),
+        "online_peak_rss_mb": round(online["rss_mb"], 1),
+        "online_wall_s": round(online["wall_s"], 2),
+        "online_cpu_s": round(online["cpu_s"], 2),
+        "batch_cpu_vs_online": round(batch["cpu_s"] / online["cpu_s"], 2),
+        "build_upload_vs_online_wall": round(build_upload / online["wall_s"], 2),
+        "join_vs_online_wall": round(join / online["wall_s"], 2),
+    }
+    for key, value in figures.items():
+        print(f"{key}: {value}")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
