@@ -27,6 +27,7 @@ if _typing.TYPE_CHECKING:
     from evalkit.batch.status import batch_states
     from evalkit.execution.runner import dry_run, resume_run, run_suite
     from evalkit.execution.sampling import pass_at_k, pass_hat_k, reduce_samples
+    from evalkit.execution.sequential import SequentialSettings
     from evalkit.execution.settings import RunResult, RunSettings
     from evalkit.models.catalog import CATALOG, ModelInfo
     from evalkit.planning.estimate import DryRun, ModelEstimate
@@ -57,6 +58,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     **{n: ("evalkit.execution.runner", n) for n in ("dry_run", "resume_run", "run_suite")},
     **{n: ("evalkit.execution.sampling", n) for n in ("pass_at_k", "pass_hat_k", "reduce_samples")},
     **{n: ("evalkit.execution.settings", n) for n in ("RunResult", "RunSettings")},
+    "SequentialSettings": ("evalkit.execution.sequential", "SequentialSettings"),
     **{n: ("evalkit.models.catalog", n) for n in ("CATALOG", "ModelInfo")},
     **{n: ("evalkit.planning.estimate", n) for n in ("DryRun", "ModelEstimate")},
     **{n: ("evalkit.planning.shard", n) for n in ("Shard", "ShardSize", "shard_of", "shard_sizes")},
@@ -124,6 +126,7 @@ __all__ = [
     "RunError",
     "RunResult",
     "RunSettings",
+    "SequentialSettings",
     "Shard",
     "ShardSize",
     "Suite",

@@ -184,6 +184,26 @@ def run(
             "--batch-topup", help="With --batch: a raised-max_tokens round in 'batch' or 'online'."
         ),
     ] = "batch",
+    sequential: Annotated[
+        bool,
+        typer.Option(
+            "--sequential",
+            help="Send in rounds; stop once decided (with --baseline, or two models).",
+        ),
+    ] = False,
+    order_seed: Annotated[
+        int | None, typer.Option("--order-seed", help="With --sequential: the cases' order seed.")
+    ] = None,
+    margin: Annotated[
+        float | None,
+        typer.Option(
+            "--margin", min=0.0001, max=0.9999, help="With --sequential: the difference δ (0..1)."
+        ),
+    ] = None,
+    max_cases: Annotated[
+        int | None,
+        typer.Option("--max-cases", min=1, help="With --sequential: stop undecided after these."),
+    ] = None,
 ) -> None:
     """Send every case to every model; write a run directory (manifest, journal, results)."""
     if batch_topup not in ("batch", "online"):
@@ -192,7 +212,14 @@ def run(
     for expression in gates or []:
         evalkit.parse_gate(expression)
     shard = evalkit.Shard.parse(shard_option) if shard_option is not None else None
-    gate = evalkit.Gate.load(baseline, fail_on, alpha) if baseline is not None else None
+    rounds = _sequential(sequential, baseline, alpha, order_seed, margin, max_cases)
+    if rounds is not None and gates:
+        raise UsageError(
+            "--gate goes without --sequential: with it, the sequential decision is the gate"
+        )
+    gate = None
+    if baseline is not None and rounds is None:
+        gate = evalkit.Gate.load(baseline, fail_on, alpha)
     settings = evalkit.RunSettings(
         models=model,
         concurrency=jobs,
@@ -214,6 +241,7 @@ def run(
         batch=batch,
         poll_interval_s=poll_interval,
         batch_topup=batch_topup,
+        sequential=rounds,
         on_start=lambda run_dir: typer.echo(console.run_directory(run_dir)),
         offer_resume=_offer_resume,
     )
@@ -235,6 +263,26 @@ def run(
         raise typer.Exit(worst)
 
 
+def _sequential(
+    asked: bool,
+    baseline: Path | None,
+    alpha: float,
+    order_seed: int | None,
+    margin: float | None,
+    max_cases: int | None,
+) -> evalkit.SequentialSettings | None:
+    """`--sequential` and its options (their options alone are refused; with --shard the run
+    refuses it before sending anything)."""
+    options = (("--order-seed", order_seed), ("--margin", margin), ("--max-cases", max_cases))
+    given = [name for name, value in options if value is not None]
+    if not asked:
+        if given:
+            raise UsageError(f"{given[0]} goes with --sequential")
+        return None
+    seed = {} if order_seed is None else {"order_seed": order_seed}
+    return evalkit.SequentialSettings(baseline, alpha, margin, max_cases=max_cases, **seed)
+
+
 def _offer_resume(unfinished: Path) -> bool:
     """Ask on a terminal; elsewhere say how to resume, and start a new run."""
     if sys.stdin.isatty() and sys.stdout.isatty():
@@ -254,6 +302,8 @@ def _after_run(result: evalkit.RunResult, gate: evalkit.Gate | None, report: boo
         result = gate.judge(result)
     if result.comparison is not None:
         typer.echo(console.comparison_text(result.comparison))
+    if result.sequential is not None:
+        typer.echo(console.sequential_text(result.sequential))
     if report:
         formats = ("html", "md", "junit")
         for path in evalkit.write_reports(result.run_dir, None, formats, result.comparison):

@@ -316,9 +316,37 @@ def comparison_text(comparison: RunComparison, limit: int = 20) -> str:
         )
         for case_id, variant, model in [*c.only_in_base, *c.only_in_new][:limit]:
             lines.append(f"  {case_id}{f' [{variant}]' if variant else ''} {model}")
+    if c.sequential and c.sequential.get("verdict"):  # the new run stopped when decided
+        lines.append(sequential_text(c.sequential))
     return "\n".join(lines)
 
 
 def _clip(text: str | None, width: int = 60) -> str:
     text = (text or "").replace("\n", "\\n")
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def sequential_text(record: dict[str, Any]) -> str:
+    """A `--sequential` run's decision line (the manifest's `sequential` record): the verdict,
+    after how many cases of how many, the interval so far and the cost saved (an estimate)."""
+    a, b, verdict = record.get("a"), record.get("b"), str(record.get("verdict"))
+    margin = record.get("margin")
+    if verdict == "not better by margin":
+        dearer, cheaper = (a, b) if record.get("dearer") == "A" else (b, a)
+        said = f"{dearer} is not better by {fmt(margin, '{:.0%}')}: choose {cheaper}"
+    elif verdict in ("A better", "B better"):
+        said = f"{a if verdict == 'A better' else b} better"
+    elif verdict == "inconclusive":
+        said = f"INCONCLUSIVE (undecided at {record.get('stopped')})"
+    else:
+        said = verdict.upper() if record.get("mode") == "gate" else verdict
+    cost = record.get("cost") or {}
+    unsent = len((record.get("not_sent") or {}).get("cases") or [])
+    return (
+        f"sequential {record.get('mode')}: {said} after {record.get('cases_sent')} of "
+        f"{record.get('suite_cases')} cases (interval for {b} - {a}: "
+        f"{fmt(record.get('low'), '{:+.1%}')} to {fmt(record.get('high'), '{:+.1%}')}, "
+        f"alpha {record.get('alpha')}); cost saved ~${fmt(cost.get('saved_usd'), '{:.4g}')}, "
+        f"an estimate: {unsent} case(s) not sent at ${fmt(cost.get('per_case_usd'), '{:.4g}')} "
+        "per case sent"
+    )

@@ -124,12 +124,16 @@ class SuiteError(InputError):
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
+INCONCLUSIVE = 5  # `run --sequential` stopped by --max-cases or --max-cost, undecided
+
+
 def exit_code(
     error: BaseException | None = None,
     *,
     complete: bool = True,
     failed: bool = False,
     gates: Sequence[bool] | None = None,
+    inconclusive: bool = False,
 ) -> int:
     """The exit code of a command; decided here and nowhere else (docs/design.md).
 
@@ -138,7 +142,8 @@ def exit_code(
     run did not `complete`; then, when a gate was declared (`gates`: whether each of its
     rules held, the `--baseline` comparison included), 1 when one failed and 0 when all held,
     whatever samples failed; without a gate, 1 when it `failed` (a kept sample failed a
-    required check), 0 when all is good.
+    required check), 0 when all is good. A sequential run that stopped undecided, complete
+    or stopped by `--max-cost`, is `inconclusive`: INCONCLUSIVE (5), before any gate.
     """
     if error is not None:
         if isinstance(error, EvalkitError):
@@ -146,6 +151,8 @@ def exit_code(
         return 3 if isinstance(error, KeyboardInterrupt) else 4
     if not complete:
         return RunError.exit_code
+    if inconclusive:
+        return INCONCLUSIVE
     if gates is not None:
         return 0 if all(gates) else 1
     return 1 if failed else 0

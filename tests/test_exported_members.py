@@ -17,6 +17,7 @@ EXPORTED = {
     *("load_suite", "check_suite", "Rendered", "Renderer", "CATALOG", "ModelInfo"),
     # runs: run, resume, dry run, the run's DataFrame
     *("RunSettings", "RunResult", "run_suite", "resume_run", "dry_run", "DryRun"),
+    "SequentialSettings",
     *("ModelEstimate", "COLUMNS", "load_run", "summarize"),
     *("pass_at_k", "pass_hat_k", "reduce_samples"),
     # comparing, gating, reporting

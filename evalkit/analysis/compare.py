@@ -106,6 +106,7 @@ class RunComparison:
     reasons: list[str] = field(default_factory=list)
     base_gates: list[GateOutcome] | None = None  # each run's own gate, as its manifest says
     new_gates: list[GateOutcome] | None = None
+    sequential: dict[str, Any] | None = None  # the new run's `--sequential` decision, if any
 
     @property
     def verdict(self) -> str:
@@ -142,8 +143,10 @@ def compare_runs(
     `base` and `new` are run directories, or their DataFrames as `load_run` returns them.
     """
     from evalkit.records.frame import load_run
+    from evalkit.records.store import read_manifest
 
     base_gates, new_gates = _gates_of(base), _gates_of(new)
+    decided = read_manifest(Path(new)).get("sequential") if isinstance(new, str | Path) else None
     base = load_run(base) if isinstance(base, str | Path) else base
     new = load_run(new) if isinstance(new, str | Path) else new
     policy, threshold = parse_policy(fail_on)
@@ -202,6 +205,7 @@ def compare_runs(
         reasons=reasons,
         base_gates=base_gates,
         new_gates=new_gates,
+        sequential=decided,
     )
 
 

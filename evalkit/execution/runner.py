@@ -17,6 +17,7 @@ from evalkit.errors import InputError, RunError
 from evalkit.execution.execute import execute
 from evalkit.execution.prepare import prepare_run, run_manifest, validated_targets
 from evalkit.execution.resume import plan_resume, unfinished_runs
+from evalkit.execution.sequential import resumed_sequential, run_sequential
 from evalkit.execution.settings import RunResult, RunSettings
 from evalkit.planning.estimate import DryRun, estimate, overflow_problems
 from evalkit.planning.shard import Shard
@@ -38,6 +39,8 @@ def run_suite(suite: Suite, settings: RunSettings | None = None) -> RunResult:
         unfinished = _unfinished_run(suite, settings)
         if unfinished is not None and offer(unfinished):
             return resume_run(unfinished, settings)
+    if settings.sequential is not None:  # rounds until decided (sequential.py)
+        return run_sequential(suite, settings)
     prepared = prepare_run(suite, settings)
     manifest = run_manifest(suite, prepared, settings)
     manifest["options"].update(gates=settings.gates, alpha=settings.alpha)
@@ -87,6 +90,10 @@ def resume_run(run_dir: Path, settings: RunSettings | None = None) -> RunResult:
     if not suite_path or not Path(suite_path).exists():
         suite_path = manifest.get("suite", {}).get("abspath")
     suite = gated_suite(load_suite(suite_path, settings.allow_outside_cases), settings.gates)
+    if manifest.get("sequential"):  # its rounds replayed, what the journal holds reused
+        return run_sequential(
+            suite, resumed_sequential(manifest, settings), RunDir(run_dir, manifest)
+        )
     prepared = prepare_run(suite, settings)
     plan = plan_resume(run_dir, manifest, suite, prepared.planner)
     run = RunDir(run_dir, manifest)

@@ -12,6 +12,7 @@ from evalkit.errors import exit_code
 if TYPE_CHECKING:
     from evalkit.analysis.compare import RunComparison
     from evalkit.analysis.gates import GateOutcome
+    from evalkit.execution.sequential import SequentialSettings
     from evalkit.planning.shard import Shard
 
 
@@ -41,6 +42,8 @@ class RunSettings:
     batch: bool = False  # --batch: every model's requests through the Batch API
     poll_interval_s: float | None = None  # --poll-interval (None: the run's own, else 60 s)
     batch_topup: str = "batch"  # --batch-topup: a raised-max_tokens round in "batch" or "online"
+    # --sequential: send in rounds until decided (see execution/sequential.py)
+    sequential: SequentialSettings | None = None
     # called with the run directory once it exists, before anything is sent
     on_start: Callable[[Path], None] | None = field(default=None, repr=False)
     # asked whether to resume the latest unfinished run of the same suite and models (True)
@@ -63,12 +66,21 @@ class RunResult:
     frame: Any = field(default=None, repr=False)  # the run's DataFrame, as load_run returns it
     comparison: RunComparison | None = None  # with a baseline (`Gate.judge`), once complete
     gates: list[GateOutcome] | None = None  # the gate's outcomes, when one was declared
+    sequential: dict[str, Any] | None = None  # --sequential: the manifest's decision record
 
     @property
     def exit_code(self) -> int:
         """3: the run could not complete; with a gate (the suite's, `--gate`, `--baseline`)
         1 when a rule failed and 0 when all held, whatever samples failed; without one, 1
-        when a kept sample failed a required check, 0 when none did."""
+        when a kept sample failed a required check, 0 when none did. With `--sequential` the
+        decision is the result: 1 on a regression, 5 when inconclusive, else 0."""
+        if self.sequential is not None:  # docs/sequential.md
+            verdict = self.sequential.get("verdict")
+            return exit_code(
+                complete=self.status in ("complete", "budget"),
+                inconclusive=verdict == "inconclusive",
+                gates=[verdict != "regression"],
+            )
         verdicts = [not self.comparison.failed] if self.comparison else []
         verdicts += [g.held for g in self.gates or []]
         gated = self.comparison is not None or self.gates is not None

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evalkit.analysis.compare import detectable_text
-from evalkit.console import fmt
+from evalkit.console import fmt, sequential_text
 from evalkit.records.images import REF_PREFIX, image_urls, thumbnail_path
 from evalkit.report import records
 from evalkit.suite.images import content_text
@@ -116,9 +116,20 @@ def render_html(report: RunReport) -> str:
         comparison=comparison,
         gates=report.gates,
         gate=report.manifest.get("gate") or {},
+        sequential=_sequential(report.manifest),
         regressions=[_flip(f) for f in comparison.regressions[:MAX_FLIPS]] if comparison else [],
         fixes=[_flip(f) for f in comparison.fixes[:MAX_FLIPS]] if comparison else [],
     )
+
+
+def _sequential(manifest: dict[str, Any]) -> dict[str, str] | None:
+    """A `--sequential` run's decision line, and its banner's tone."""
+    record = manifest.get("sequential")
+    if not record or not record.get("verdict"):
+        return None
+    verdict = record["verdict"]
+    tone = {"regression": "bad", "inconclusive": "warn"}.get(verdict, "good")
+    return {"text": sequential_text(record), "tone": tone}
 
 
 def _summary(report: RunReport) -> list[dict[str, Any]]:

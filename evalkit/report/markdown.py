@@ -13,7 +13,7 @@ import re
 from typing import TYPE_CHECKING
 
 from evalkit.analysis.compare import detectable_text
-from evalkit.console import fmt
+from evalkit.console import fmt, sequential_text
 from evalkit.report import label, records
 
 if TYPE_CHECKING:
@@ -32,6 +32,9 @@ def render_markdown(report: RunReport) -> str:
     if report.status != "complete":
         reason = report.manifest.get("reason")
         lines += [f"> **Run {cell(report.status)}**" + (f": {cell(reason)}" if reason else ""), ""]
+    if (report.manifest.get("sequential") or {}).get("verdict"):
+        decision = sequential_text(report.manifest["sequential"])
+        lines += [f"**Sequential decision:** {cell(decision, 600)}", ""]
     if report.gates is not None:
         lines += _gate(report)
     if report.comparison is not None:
