@@ -75,12 +75,8 @@ class Sender:
             entry["choices"] = [cast(ChoiceRecord, dict(c)) for c in prior.get("choices") or []]
             # the key hashes the body: another case with the same prompt has the same key,
             # and its answer is this case's only once it names this case
-            entry.update(
-                case_id=request.case.key,
-                variant=request.variant,
-                vars=request.case.vars,
-                must_pass=request.case.must_pass,
-            )
+            entry["case_id"], entry["variant"] = request.case.key, request.variant
+            entry["vars"], entry["must_pass"] = request.case.vars, request.case.must_pass
             return Sent(entry, reused=prior)
         started_at = now_iso()
         if self.cache is not None:
