@@ -119,6 +119,8 @@ def test_a_prior_entry_is_reused_and_nothing_is_sent(openai: FakeOpenAI) -> None
         "variant": "",
         "model": req.target.label,
         "sample": 0,
+        "vars": req.case.vars,
+        "must_pass": req.case.must_pass,
         "choices": [{"index": 0, "text": "from before", "checks": {}}],
     }
     sent = send(openai, Sender(FAST, reusable={req.key: prior}), req)
