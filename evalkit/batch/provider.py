@@ -122,6 +122,7 @@ class BatchProvider:
 
     async def complete(self, request: Request) -> Completion:
         future = self._in_flight.get(request.key)
+        shared = future is not None
         if future is None:
             future = asyncio.get_running_loop().create_future()
             self._in_flight[request.key] = future
@@ -131,7 +132,8 @@ class BatchProvider:
                 self._attach(earlier, request, future)
             else:
                 self._join(request, future)
-        outcome = await asyncio.shield(future)
+        # a second asker of the same request must not cancel the first one's wait
+        outcome = await (asyncio.shield(future) if shared else future)
         if isinstance(outcome, ProviderError):
             raise outcome
         return outcome

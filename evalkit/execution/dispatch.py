@@ -81,6 +81,9 @@ class Dispatcher:
                     round_entries.append(entry)
                     if any(c.get("finish_reason") == "stop" for c in entry.get("choices") or []):
                         break
+            elif len(numbers) == 1:  # one sample: no task of its own to gather it
+                request = group.request(numbers[0], max_tokens)
+                round_entries = [await self.finish(request, group, provider, limits, rounds)]
             else:
                 round_entries = list(
                     await asyncio.gather(

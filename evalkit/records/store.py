@@ -56,8 +56,18 @@ class _Appended:
 _APPENDED: dict[str, _Appended] = {}  # by the journal's absolute path
 
 
+_NOW: list[Any] = [-1, ""]  # the last millisecond asked for, and its text
+
+
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    """The time now, UTC, to the millisecond; formatted once per millisecond (a run asks for
+    it once per request, thousands of times a second)."""
+    now = time.time()
+    millisecond = int(now * 1000)
+    if millisecond != _NOW[0]:
+        moment = datetime.fromtimestamp(millisecond / 1000, timezone.utc)
+        _NOW[:] = [millisecond, moment.isoformat(timespec="milliseconds")]
+    return str(_NOW[1])
 
 
 def file_sha256(path: str | Path) -> str:
