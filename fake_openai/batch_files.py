@@ -209,7 +209,8 @@ def add_file_routes(app: web.Application, store: FileStore, gate: Gate) -> None:
             }
         )
 
-    async def one(request: web.Request) -> web.StreamResponse:
+    async def stored_file(request: web.Request) -> StoredFile | web.StreamResponse:
+        """The file a request names, or the answer when it ends there (a fault, a 404)."""
         early = await gate(request, None)
         if early is not None:
             return early
@@ -217,19 +218,22 @@ def add_file_routes(app: web.Application, store: FileStore, gate: Gate) -> None:
         stored = store.get(file_id)
         if stored is None:
             return api_error(404, f"No such File object: {file_id}", "id")
+        return stored
+
+    async def one(request: web.Request) -> web.StreamResponse:
+        stored = await stored_file(request)
+        if not isinstance(stored, StoredFile):
+            return stored
+        file_id = stored.id
         if request.method == "DELETE":
             store.delete(file_id)
             return json_ok({"id": file_id, "object": "file", "deleted": True})
         return json_ok(stored.meta())
 
     async def content(request: web.Request) -> web.StreamResponse:
-        early = await gate(request, None)
-        if early is not None:
-            return early
-        file_id = request.match_info["file_id"]
-        stored = store.get(file_id)
-        if stored is None:
-            return api_error(404, f"No such File object: {file_id}", "id")
+        stored = await stored_file(request)
+        if not isinstance(stored, StoredFile):
+            return stored
         headers = {"Content-Type": "application/octet-stream"}
         return web.Response(body=stored.data, headers=headers)
 
