@@ -21,7 +21,7 @@ import contextlib
 import itertools
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +59,7 @@ class Batch:
     requests: dict[str, Request] = field(default_factory=dict)
     waiting: dict[str, asyncio.Future[Outcome]] = field(default_factory=dict)
     outcomes: dict[str, Outcome] | None = None  # once ended
+    size: int = 0  # bytes of its input file, about (while it fills)
     follower: asyncio.Task[None] | None = None
 
 
@@ -111,7 +112,6 @@ class BatchProvider:
         self.on_status = on_status or (lambda line: None)
         self._known = known.by_key() if known else {}
         self._open: dict[str, Batch] = {}  # by endpoint, filling
-        self._sizes: dict[str, int] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._numbers = itertools.count(1)
@@ -156,12 +156,11 @@ class BatchProvider:
         batch = self._open.get(endpoint)
         if batch is None:
             batch = self._open[endpoint] = Batch(endpoint, [])
-            self._sizes[endpoint] = 0
         batch.keys.append(request.key)
         batch.requests[request.key] = request
         batch.waiting[request.key] = future
-        self._sizes[endpoint] += len(request.wire) + 100
-        if len(batch.keys) >= MAX_LINES or self._sizes[endpoint] >= MAX_BYTES * 0.95:
+        batch.size += len(request.wire) + 100  # the line's envelope beside its body
+        if len(batch.keys) >= MAX_LINES or batch.size >= MAX_BYTES * 0.95:
             self._send(endpoint)
             return
         if self._timer is not None:
@@ -177,7 +176,7 @@ class BatchProvider:
         batch = self._open.pop(endpoint)
         self._start(self._submit(batch))
 
-    def _start(self, work: Any) -> asyncio.Task[None]:
+    def _start(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
