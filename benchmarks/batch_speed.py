@@ -4,15 +4,17 @@
 
 The fake server (`python -m fake_openai --batch-seconds S`) runs in its own process, and so
 does each evalkit run (`python -m evalkit run ... --no-progress`), timed from spawn to exit,
-its CPU and peak RSS from `os.wait4`. The run prints each batch's status with the seconds
-since its progress started; from those lines:
+its CPU and peak RSS from `os.wait4`. The run prints each batch's status as it changes; the
+benchmark watches its stderr (every 20 ms) and notes the wall time since spawn at which each
+status line appeared:
 
-* build + upload: from spawn to the batch's first status (`validating`): the process's start,
-  loading and validating the suite, planning every request, writing the input file and
-  uploading it, and the peak RSS by then (`VmHWM`). Target: under 10 s, at most 300 MB.
-* join: from the poll that saw the batch `completed` to the run's last progress line:
-  downloading the output file, joining its lines (shuffled) to their requests, scoring and
-  journaling every entry. Target: under 10 s.
+* build + upload: spawn → the batch's first status (`validating`), printed once the batch is
+  created: the process's start, loading and validating the suite, writing every request's
+  line and uploading the file; and the peak RSS by then (`VmHWM`). Target: under 10 s, at
+  most 300 MB.
+* join: the status `completed` → the process's exit: downloading the output file, joining
+  its lines (shuffled) to their requests, scoring and journaling every entry, and the run's
+  end (the DataFrame, `results.parquet`, the summary). Target: under 10 s.
 
 Baseline, in the same run: the same suite run online (`evalkit run` with `-j 100`) against the
 same server at 0 ms latency; its wall time and peak RSS are printed beside, as ratios.
@@ -85,7 +87,8 @@ def start_server(batch_seconds: float) -> tuple[subprocess.Popen[str], str]:
 
 
 def timed(args: list[str], env: dict[str, str], cwd: Path) -> dict[str, Any]:
-    """`evalkit ARGS`: wall, CPU and peak RSS of that process alone (`os.wait4`)."""
+    """`evalkit ARGS`: wall, CPU and peak RSS of that process alone (`os.wait4`), and when
+    (seconds since spawn) its first `validating` and `completed` status lines appeared."""
     err_path = cwd / "stderr.txt"
     started = time.perf_counter()
     with err_path.open("w") as err:
@@ -97,8 +100,7 @@ def timed(args: list[str], env: dict[str, str], cwd: Path) -> dict[str, Any]:
             stderr=err,
             stdin=subprocess.DEVNULL,
         )
-        uploaded_rss, waited = _peak_when_uploaded(child.pid, err_path)
-        _, status, usage = waited or os.wait4(child.pid, 0)
+        marks, uploaded_rss, (_, status, usage) = _watch(child.pid, err_path, started)
     wall = time.perf_counter() - started
     text = err_path.read_text()
     if os.waitstatus_to_exitcode(status) not in (0, 1):
@@ -109,36 +111,34 @@ def timed(args: list[str], env: dict[str, str], cwd: Path) -> dict[str, Any]:
         "cpu_s": usage.ru_utime + usage.ru_stime,
         "rss_mb": usage.ru_maxrss / 1024,
         "uploaded_rss_mb": uploaded_rss,
+        **marks,
     }
 
 
-def _peak_when_uploaded(
-    pid: int, err_path: Path
-) -> tuple[float | None, tuple[int, int, Any] | None]:
-    """The process's peak RSS so far (VmHWM) once its batch's first status is printed: what
-    building and uploading the input file took, before any answer is read. A process that
-    prints none (an online run) is waited for here: (None, what os.wait4 gave)."""
+def _watch(
+    pid: int, err_path: Path, started: float
+) -> tuple[dict[str, float], float | None, tuple[int, int, Any]]:
+    """Until the process exits: the seconds since spawn at which its first `validating` and
+    `completed` lines appeared, its peak RSS so far (VmHWM) at the first of them (what
+    building and uploading the input file took, before any answer is read), and what
+    `os.wait4` gave. An online run prints neither line."""
+    marks: dict[str, float] = {}
+    uploaded_rss = None
     while True:
         waited = os.wait4(pid, os.WNOHANG)
         if waited[0] != 0:
-            return None, waited
-        if ": validating," in err_path.read_text():
+            return marks, uploaded_rss, waited
+        text = err_path.read_text()
+        now = time.perf_counter() - started
+        if "validating_s" not in marks and ": validating," in text:
+            marks["validating_s"] = now
             with open(f"/proc/{pid}/status", encoding="utf-8") as status:
                 for line in status:
                     if line.startswith("VmHWM:"):
-                        return int(line.split()[1]) / 1024, None
+                        uploaded_rss = int(line.split()[1]) / 1024
+        if "completed_s" not in marks and ": completed," in text:
+            marks["completed_s"] = now
         time.sleep(0.02)
-
-
-def phases(stderr: str) -> dict[str, float]:
-    """Seconds since the progress started of the first `validating` and the `completed`
-    status lines, and of the last progress line."""
-    stamps = [
-        (float(m.group(1)), m.group(2)) for m in re.finditer(r"\[\s*([\d.]+)s\] (.*)", stderr)
-    ]
-    validating = next(t for t, line in stamps if ": validating," in line)
-    completed = next(t for t, line in stamps if ": completed," in line)
-    return {"validating_s": validating, "completed_s": completed, "last_s": stamps[-1][0]}
 
 
 def main() -> int:
@@ -163,14 +163,12 @@ def main() -> int:
             # the batch run first, alone in the process table: its RSS is the children's peak
             batch = timed([*common, "--batch", "--poll-interval", "0.2", "--out", "b"], env, folder)
             online = timed([*common, "-j", "100", "--out", "o"], env, folder)
-            marks = phases(batch["stderr"])
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
 
-    startup_to_progress = batch["wall_s"] - marks["last_s"]  # process start, load, validate
-    build_upload = startup_to_progress + marks["validating_s"]
-    join = marks["last_s"] - marks["completed_s"]
+    build_upload = batch["validating_s"]
+    join = batch["wall_s"] - batch["completed_s"]
     figures = {
         "cpu": cpu_model(),
         "load_average": os.getloadavg(),

@@ -451,3 +451,48 @@ def test_a_responses_suite_runs_in_batch(openai: FakeOpenAI, tmp_path: Path) -> 
             assert line["url"] == "/v1/responses"
             assert_valid("responses", line["body"])
     pd.testing.assert_frame_equal(rows(online.run_dir), rows(batched.run_dir))
+
+
+def test_a_later_round_is_one_batch_however_few_the_workers(
+    openai: FakeOpenAI, write: Write, tmp_path: Path
+) -> None:
+    # -j 1: two workers to begin with; each that parks on the raised round starts another
+    suite = load_suite(insert_suite(write, cases=12))
+    result = run_suite(suite, batch_settings(tmp_path, concurrency=1))
+    frame = answered(result.run_dir)
+    rounds = int(frame["round"].max()) + 1
+    assert rounds > 1 and frame[frame["round"] == 1]["case_id"].nunique() == 12
+    assert openai.batch_stats()["created"] == rounds
+
+
+def test_until_stop_sends_every_case_s_next_sample_in_one_batch(
+    openai: FakeOpenAI, write: Write, tmp_path: Path
+) -> None:
+    # every sample ends in `length` (4 words, max_tokens 2, no raise past the cap): each case
+    # sends its samples one after the other, and each sample is one batch of all 10 cases
+    text = (
+        "name: until\nmodels: [openai/gpt-4o-mini]\nparams: {temperature: 0, max_tokens: 2}\n"
+        'prompt: [{role: user, content: "Q{{ i }} ANSWER: a b c d"}]\n'
+        "samples: 3\nselect: until_stop\nmax_tokens_cap: 2\ncases:\n"
+        + "".join(f"  - {{id: u{i}, vars: {{i: {i}}}}}\n" for i in range(10))
+    )
+    result = run_suite(load_suite(write("until.yaml", text)), batch_settings(tmp_path))
+    frame = answered(result.run_dir)
+    assert sorted(frame["sample"].unique()) == [0, 1, 2]
+    assert (frame.groupby("case_id").size() == 3).all()
+    assert openai.batch_stats()["created"] == 3
+    assert openai.batch_stats()["lines"] == 30
+
+
+def test_two_cases_with_one_prompt_are_one_line_and_two_rows(
+    openai: FakeOpenAI, write: Write, tmp_path: Path
+) -> None:
+    text = (
+        SMALL + "  - {id: a, vars: {i: 1}}\n  - {id: b, vars: {i: 1}}\n  - {id: c, vars: {i: 2}}\n"
+    )
+    result = run_suite(load_suite(write("same.yaml", text)), batch_settings(tmp_path))
+    frame = answered(result.run_dir)
+    assert sorted(frame["case_id"]) == ["a", "b", "c"]
+    outputs = dict(zip(frame["case_id"], frame["output"], strict=True))
+    assert outputs["a"] == outputs["b"] != outputs["c"]
+    assert openai.batch_stats()["lines"] == 2

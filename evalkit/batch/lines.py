@@ -9,13 +9,15 @@ would have written. An output line is read by the same parsers as an online answ
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import httpx
 
 from evalkit.planning.plan import Request
 from evalkit.providers import Completion, ProviderError
-from evalkit.providers.answers import parse
+from evalkit.providers.answers import Asked, parse
 from evalkit.providers.failures import http_error
 from evalkit.providers.responses import parse_response
 
@@ -32,6 +34,21 @@ RETRYABLE_CODES = frozenset({"batch_expired", "batch_cancelled", "batch_failed"}
 _NOT_IN_A_BATCH = ("stream", "stream_options")
 
 Outcome = Completion | ProviderError
+
+
+@dataclass(frozen=True, slots=True)
+class LineNote:
+    """What a batch keeps of a request it carries, to read its line back: not the request
+    (its body is on disk, in the input file), so 50,000 waiting lines cost kilobytes."""
+
+    endpoint: str
+    choices: int
+
+
+@cache
+def note_of(endpoint: str, choices: int) -> LineNote:
+    """One shared note per kind of request."""
+    return LineNote(endpoint, choices)
 
 
 def input_line(request: Request) -> str:
@@ -55,7 +72,7 @@ def custom_id_of(line: bytes) -> tuple[str, dict[str, Any]] | None:
     return parsed["custom_id"], parsed
 
 
-def outcome_of(line: dict[str, Any], request: Request) -> Outcome:
+def outcome_of(line: dict[str, Any], request: Asked) -> Outcome:
     """What one output or error line answered to `request`."""
     response = line.get("response")
     error = line.get("error")

@@ -1,11 +1,18 @@
 """`BatchProvider`: the Provider seam over the Batch API — a second transport, not a fork.
 
-Each `complete(request)` joins the next batch of its endpoint and waits for the batch to end.
-A batch is sent once no request has joined it for `settle_s` (every worker of the run is then
-waiting on one) or once it is full (50,000 lines or 200 MB). So the workers, resampling,
-retries, scoring, the cache and the journal are the online run's own: a request whose line
-failed in a way worth retrying (a 5xx, an expired or cancelled batch, a missing line) is
-retried by the sender like any failure, and joins the next batch.
+A request joins the next batch of its endpoint as one line of its input file, written to disk
+as it joins: the batch keeps only the request's key and how to read its answer back. A batch
+is sent once it is full (50,000 lines or 200 MB), once no request has joined it for
+`settle_s`, or when its model's first round is all written (`drain`).
+
+Two ways in. `add(request)`: a first-round line that nobody waits on; its answer is kept
+once its batch has ended, for the worker that asks for it (`complete`) then. And
+`complete(request)`: the Provider call, which waits for the request's batch to end; a worker
+about to wait says so (`on_park`), so that another can start in its place. So the workers,
+resampling, retries, scoring, the cache and the journal are the online run's own: a line
+that failed in a way worth retrying (a 5xx, an expired or cancelled batch, a missing line)
+is retried by the sender like any failure, at once (the wait is the next batch), and joins
+the next batch.
 
 Journal first: the file id and the keys it carries (in line order) are journaled before the
 batch is created, the batch id before it is waited on. A later session (`--resume`) is given
@@ -23,16 +30,19 @@ import re
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 from evalkit.batch.client import BatchClient
 from evalkit.batch.lines import (
     MAX_BYTES,
     MAX_LINES,
     URLS,
+    LineNote,
     Outcome,
     custom_id_of,
     input_line,
+    note_of,
     outcome_of,
 )
 from evalkit.models.targets import Target
@@ -49,18 +59,24 @@ SAY_EVERY_S = 30.0
 
 @dataclass
 class Batch:
-    """One batch file: the requests it carries by key (in line order), and what came back."""
+    """One batch file: the keys of its lines (in line order), and what came back."""
 
     endpoint: str
     keys: list[str]
     file_id: str | None = None
     batch_id: str | None = None
     status: str | None = None
-    requests: dict[str, Request] = field(default_factory=dict)
+    notes: dict[str, LineNote] = field(default_factory=dict)  # lines this session reads
     waiting: dict[str, asyncio.Future[Outcome]] = field(default_factory=dict)
-    outcomes: dict[str, Outcome] | None = None  # once ended
-    size: int = 0  # bytes of its input file, about (while it fills)
+    size: int = 0  # bytes of its input file
+    path: Path | None = None
+    out: TextIO | None = None  # its input file, while it fills
+    broken: str | None = None  # why its input file could not be written
     follower: asyncio.Task[None] | None = None
+    read: bool = False  # its results were read by this session
+    failure: ProviderError | None = None  # the Batch API failed it for good
+    # lines of a known batch no request of this session had asked for when they were read
+    unread: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -110,6 +126,7 @@ class BatchProvider:
         self.poll_s = poll_s
         self.settle_s = settle_s
         self.on_status = on_status or (lambda line: None)
+        self.on_park: Callable[[], None] = lambda: None  # a worker is about to wait
         self._known = known.by_key() if known else {}
         self._open: dict[str, Batch] = {}  # by endpoint, filling
         self._timer: asyncio.TimerHandle | None = None
@@ -119,21 +136,48 @@ class BatchProvider:
         # by key, until answered: a batch may carry a custom_id once, so the same request
         # asked again meanwhile (two cases with one prompt) waits for the first
         self._in_flight: dict[str, asyncio.Future[Outcome]] = {}
+        # first-round lines: how many requests carry each key, and each answer once its
+        # batch has ended, until they have all asked for it
+        self._askers: dict[str, int] = {}
+        self._answers: dict[str, Outcome] = {}
+
+    def add(self, request: Request) -> None:
+        """A first-round request: a line for its key (once), its answer kept for `complete`."""
+        key = request.key
+        count = self._askers.get(key, 0)
+        self._askers[key] = count + 1
+        if count:
+            return
+        earlier = self._known.pop(key, None)
+        if earlier is not None:
+            self._adopt(earlier, request, None)
+        else:
+            self._line(request, None)
+
+    async def drain(self) -> None:
+        """Send every batch still filling, and wait until all of them have ended."""
+        self._send_all()
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
 
     async def complete(self, request: Request) -> Completion:
-        future = self._in_flight.get(request.key)
-        shared = future is not None
-        if future is None:
-            future = asyncio.get_running_loop().create_future()
-            self._in_flight[request.key] = future
-            future.add_done_callback(lambda _: self._in_flight.pop(request.key, None))
-            earlier = self._known.pop(request.key, None)
-            if earlier is not None:
-                self._attach(earlier, request, future)
-            else:
-                self._join(request, future)
-        # a second asker of the same request must not cancel the first one's wait
-        outcome = await (asyncio.shield(future) if shared else future)
+        outcome = self._answered(request.key)
+        if outcome is None:
+            future = self._in_flight.get(request.key)
+            shared = future is not None
+            if future is None:
+                future = asyncio.get_running_loop().create_future()
+                self._in_flight[request.key] = future
+                future.add_done_callback(lambda _: self._in_flight.pop(request.key, None))
+                earlier = self._known.pop(request.key, None)
+                if earlier is not None:
+                    self._adopt(earlier, request, future)
+                else:
+                    self._line(request, future)
+            if not future.done():
+                self.on_park()
+            # a second asker of the same request must not cancel the first one's wait
+            outcome = await (asyncio.shield(future) if shared else future)
         if isinstance(outcome, ProviderError):
             raise outcome
         return outcome
@@ -147,25 +191,59 @@ class BatchProvider:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        for batch in self._open.values():
+            _close_input(batch)
         await self.client.aclose()
+
+    def _answered(self, key: str) -> Outcome | None:
+        """A first-round answer, given to each request that carries its key; a failure worth
+        retrying only once (the retry is a new line, which the others then wait for)."""
+        outcome = self._answers.get(key)
+        if outcome is None:
+            return None
+        left = self._askers.pop(key, 1) - 1
+        if left > 0 and not (isinstance(outcome, ProviderError) and outcome.retryable):
+            self._askers[key] = left
+        else:
+            del self._answers[key]
+        return outcome
 
     # ------------------------------------------------------------- filling and sending
 
-    def _join(self, request: Request, future: asyncio.Future[Outcome]) -> None:
+    def _line(self, request: Request, future: asyncio.Future[Outcome] | None) -> None:
+        """The request's line, written to the batch of its endpoint that is filling."""
         endpoint = request.endpoint
-        batch = self._open.get(endpoint)
-        if batch is None:
-            batch = self._open[endpoint] = Batch(endpoint, [])
-        batch.keys.append(request.key)
-        batch.requests[request.key] = request
-        batch.waiting[request.key] = future
-        batch.size += len(request.wire) + 100  # the line's envelope beside its body
+        batch = self._open.get(endpoint) or self._new_batch(endpoint)
+        key = request.key
+        batch.keys.append(key)
+        batch.notes[key] = note_of(endpoint, request.choices)
+        if future is not None:
+            batch.waiting[key] = future
+        line = input_line(request) + "\n"
+        batch.size += len(line) if line.isascii() else len(line.encode())
+        if batch.out is not None and batch.broken is None:
+            try:
+                batch.out.write(line)
+            except OSError as exc:
+                batch.broken = f"cannot write {batch.path}: {exc.strerror}"
         if len(batch.keys) >= MAX_LINES or batch.size >= MAX_BYTES * 0.95:
             self._send(endpoint)
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_later(self.settle_s, self._send_all)
+        elif future is not None:  # a first round is sent by `drain`, not by a timer
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = asyncio.get_running_loop().call_later(self.settle_s, self._send_all)
+
+    def _new_batch(self, endpoint: str) -> Batch:
+        folder = self.run.path / FOLDER
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.target.label)
+        path = folder / f"{name}-{endpoint}-{next(self._numbers)}.jsonl"
+        batch = self._open[endpoint] = Batch(endpoint, [], path=path)
+        try:
+            folder.mkdir(exist_ok=True)
+            batch.out = path.open("w", encoding="utf-8")
+        except OSError as exc:
+            batch.broken = f"cannot write {path}: {exc.strerror}"
+        return batch
 
     def _send_all(self) -> None:
         self._timer = None
@@ -183,15 +261,13 @@ class BatchProvider:
         return task
 
     async def _submit(self, batch: Batch) -> None:
-        folder = self.run.path / FOLDER
-        name = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.target.label)
-        path = folder / f"{name}-{batch.endpoint}-{next(self._numbers)}.jsonl"
+        assert batch.path is not None
         try:
-            folder.mkdir(exist_ok=True)
-            with path.open("w", encoding="utf-8") as out:
-                for key in batch.keys:
-                    out.write(input_line(batch.requests[key]) + "\n")
-            batch.file_id = await self.client.upload(path)
+            _close_input(batch)
+            if batch.broken is not None:
+                self._fail(batch, ProviderError("batch_file", batch.broken))
+                return
+            batch.file_id = await self.client.upload(batch.path)
             self.run.append(
                 batch_entry(
                     "uploaded",
@@ -205,12 +281,9 @@ class BatchProvider:
         except ProviderError as exc:
             self._fail(batch, _final(exc))
             return
-        except OSError as exc:
-            self._fail(batch, ProviderError("batch_file", f"cannot write {path}: {exc.strerror}"))
-            return
         finally:
             with contextlib.suppress(OSError):
-                path.unlink()
+                batch.path.unlink()
         await self._follow(batch)
 
     async def _create(self, batch: Batch) -> None:
@@ -224,12 +297,21 @@ class BatchProvider:
 
     # ------------------------------------------------------------- a batch of an earlier session
 
-    def _attach(self, batch: Batch, request: Request, future: asyncio.Future[Outcome]) -> None:
-        batch.requests[request.key] = request
-        if batch.outcomes is not None:
-            future.set_result(self._outcome(batch, request.key))
+    def _adopt(
+        self, batch: Batch, request: Request, future: asyncio.Future[Outcome] | None
+    ) -> None:
+        """A request an earlier session's batch carries: wait for that batch, or read it."""
+        key = request.key
+        batch.notes[key] = note = note_of(request.endpoint, request.choices)
+        if batch.read:  # ended, and read by this session before this request asked
+            outcome = batch.failure or self._outcome(batch, _unread(batch, key, note), key)
+            if future is not None:
+                future.set_result(outcome)
+            else:
+                self._answers[key] = outcome
             return
-        batch.waiting[request.key] = future
+        if future is not None:
+            batch.waiting[key] = future
         if batch.follower is None:
             batch.follower = self._start(self._reattach(batch))
 
@@ -265,7 +347,7 @@ class BatchProvider:
             self._fail(batch, _final(exc))
             return
         batch.status = str(state.get("status"))
-        batch.outcomes = outcomes
+        batch.read = True
         counts = state.get("request_counts") or {}
         self.run.append(
             batch_entry(
@@ -276,14 +358,14 @@ class BatchProvider:
                 counts=counts,
             )
         )
-        for key, future in batch.waiting.items():
-            if not future.done():
-                future.set_result(self._outcome(batch, key))
-        batch.waiting.clear()
+        for key in batch.notes:
+            self._deliver(batch, key, self._outcome(batch, outcomes.get(key), key))
 
     async def _results(self, batch: Batch, state: dict[str, Any]) -> dict[str, Outcome]:
-        """Every line of the output and error files, by key; a failed batch's line errors."""
+        """Every line of the output and error files that this session reads, by key; a failed
+        batch's line errors."""
         outcomes: dict[str, Outcome] = {}
+        carried = set(batch.keys)
         unknown = 0
         for name in ("output_file_id", "error_file_id"):
             file_id = state.get(name)
@@ -299,11 +381,13 @@ class BatchProvider:
                         if read is None:
                             continue  # a torn line: its request counts as missing
                         key, line = read
-                        request = batch.requests.get(key)
-                        if request is None:
+                        note = batch.notes.get(key)
+                        if note is not None:
+                            outcomes[key] = outcome_of(line, note)
+                        elif key in carried:
+                            batch.unread[key] = line  # a later round of a resumed run may ask
+                        else:
                             unknown += 1
-                            continue
-                        outcomes[key] = outcome_of(line, request)
             finally:
                 with contextlib.suppress(OSError):
                     path.unlink()
@@ -316,10 +400,9 @@ class BatchProvider:
             outcomes.update(_invalid_lines(batch, state))
         return outcomes
 
-    def _outcome(self, batch: Batch, key: str) -> Outcome:
-        assert batch.outcomes is not None
-        outcome = batch.outcomes.get(key)
-        if outcome is None:  # never run (expired, cancelled, failed) or lost: worth sending again
+    def _outcome(self, batch: Batch, outcome: Outcome | None, key: str) -> Outcome:
+        """A line's outcome, named by its batch; no line is a failure worth sending again."""
+        if outcome is None:  # never run (expired, cancelled, failed) or lost
             status = batch.status or "ended"
             outcome = ProviderError(
                 f"batch_{status}" if status != "completed" else "batch_missing",
@@ -328,15 +411,24 @@ class BatchProvider:
             )
         if isinstance(outcome, Completion):
             outcome.extra["batch_id"] = batch.batch_id
-        else:
-            outcome.batch_id = batch.batch_id
+            return outcome
+        outcome.batch_id = batch.batch_id
+        if outcome.retryable:
+            outcome.retry_after = 0.0  # no back-off: the next batch is the wait
         return outcome
 
+    def _deliver(self, batch: Batch, key: str, outcome: Outcome) -> None:
+        """To the request waiting on the line, else kept for the first round's askers."""
+        future = batch.waiting.pop(key, None)
+        if future is None:
+            self._answers[key] = outcome
+        elif not future.done():
+            future.set_result(outcome)
+
     def _fail(self, batch: Batch, error: ProviderError) -> None:
-        for future in batch.waiting.values():
-            if not future.done():
-                future.set_result(error)
-        batch.waiting.clear()
+        batch.read, batch.failure = True, error
+        for key in batch.notes:
+            self._deliver(batch, key, error)
 
     def _say(self, state: dict[str, Any]) -> None:
         """A batch's status when it changes, and its counts at most every SAY_EVERY_S."""
@@ -352,6 +444,21 @@ class BatchProvider:
         if status != said_status or (line != said and now - at >= SAY_EVERY_S):
             self._said[batch_id] = (status, line, now)
             self.on_status(line)
+
+
+def _close_input(batch: Batch) -> None:
+    if batch.out is None:
+        return
+    out, batch.out = batch.out, None
+    try:
+        out.close()
+    except OSError as exc:  # the last of it could not be written (a full disk)
+        batch.broken = batch.broken or f"cannot write {batch.path}: {exc.strerror}"
+
+
+def _unread(batch: Batch, key: str, note: LineNote) -> Outcome | None:
+    line = batch.unread.pop(key, None)
+    return outcome_of(line, note) if line is not None else None
 
 
 def _invalid_lines(batch: Batch, state: dict[str, Any]) -> dict[str, Outcome]:

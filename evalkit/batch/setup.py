@@ -44,8 +44,3 @@ def batch_senders(
         )
         senders[target.id] = (target, provider, ModelLimits(MAX_LINES))
     return senders
-
-
-def batch_workers(groups: int, samples: int) -> int:
-    """Workers enough for every group of a batch to be waiting on it at once."""
-    return max(1, min(groups, MAX_LINES // max(1, samples)))

@@ -13,8 +13,8 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from evalkit.errors import RunError
 from evalkit.execution.budget import Budget
@@ -25,11 +25,15 @@ from evalkit.execution.progress import Progress
 from evalkit.execution.resume import ResumePlan
 from evalkit.execution.send import Paced, SendSettings, Tally
 from evalkit.execution.settings import RunResult, RunSettings
+from evalkit.models.targets import Target
 from evalkit.records.cache import Cache, cache_dir
 from evalkit.records.entries import retire_entry
 from evalkit.records.frame import frame_of_journal
 from evalkit.records.store import RunDir
 from evalkit.suite.spec import Suite
+
+if TYPE_CHECKING:
+    from evalkit.batch.provider import BatchProvider
 
 
 async def execute(
@@ -74,9 +78,9 @@ async def execute(
                 ModelLimits(target.concurrency, target.rpm, target.tpm),
             )
     online: dict[str, Paced] = {}
-    closing: list[Callable[[], Awaitable[None]]] = []  # the batch senders, when batching
+    senders: dict[str, tuple[Target, BatchProvider, ModelLimits]] = {}
     if settings.batch:  # the models' own requests through the Batch API; graders stay online
-        from evalkit.batch.setup import MAX_BATCH_ATTEMPTS, batch_senders, batch_workers
+        from evalkit.batch.setup import MAX_BATCH_ATTEMPTS, batch_senders
 
         senders = batch_senders(
             targets,
@@ -92,7 +96,6 @@ async def execute(
         if settings.batch_topup == "online":
             online = {t.id: paced[t.id] for t in targets}
         paced = {**paced, **senders}
-        closing = [sender.aclose for _, sender, _ in senders.values()]
     retries = settings.max_retries
     if settings.batch:
         retries = min(retries, MAX_BATCH_ATTEMPTS)
@@ -110,11 +113,16 @@ async def execute(
     workers: list[asyncio.Task[None]] = []
     for target in targets:
         _, sender, limits = paced[target.id]
-        work = planner.groups(target)
         count = _workers(target.concurrency)
-        if settings.batch:
-            groups = len(suite.cases) * len(suite.variant_prompts())
-            count = batch_workers(groups, settings.samples or suite.samples)
+        if target.id in senders:
+            from evalkit.batch.rounds import run_model
+
+            batch = senders[target.id][1]
+            workers.append(
+                asyncio.create_task(run_model(state, target, batch, limits, planner, count))
+            )
+            continue
+        work = planner.groups(target)
         workers += [
             asyncio.create_task(state.worker(target, sender, limits, work)) for _ in range(count)
         ]
@@ -143,8 +151,8 @@ async def execute(
         with contextlib.suppress(asyncio.CancelledError):
             await drawing
         await warm_up.stop(warming)
-        for close in closing:
-            await close()
+        for _, batch, _ in senders.values():
+            await batch.aclose()
         await transport.aclose()
         if cache is not None:
             cache.close()

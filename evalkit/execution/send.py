@@ -86,7 +86,7 @@ class Sender:
                 return Sent(request_entry(request, cached.answer, provenance), cached.choices)
         reserved = 0.0
         if self.budget.limit is not None:
-            reserved = max_cost(request, self._counter(request.target), self.settings.batch)
+            reserved = self.most_cost(request)
             if not self.budget.reserve(reserved):
                 raise BudgetReached()
         tokens = 0
@@ -110,14 +110,22 @@ class Sender:
         entry = request_entry(request, encoded.answer, provenance)
         charged = entry["cost_usd"]
         if charged is None:  # no believable usage: charge the most the request could cost
-            charged = reserved or max_cost(
-                request, self._counter(request.target), self.settings.batch
-            )
+            charged = reserved or self.most_cost(request)
             entry["charged_usd"] = charged
         self.budget.settle(reserved, charged)
         if self.cache is not None:
             self.cache.put(request, encoded.row())
         return Sent(entry, encoded.choices)
+
+    def would_send(self, request: Request) -> bool:
+        """Whether `send` would send it: neither an earlier session's answer nor cached."""
+        if request.key in self.reusable:
+            return False
+        return self.cache is None or self.cache.get(request.key) is None
+
+    def most_cost(self, request: Request) -> float:
+        """What `send` would reserve for it against `--max-cost`."""
+        return max_cost(request, self._counter(request.target), self.settings.batch)
 
     def _counter(self, target: Target) -> Counter:
         if target.id not in self._counters:

@@ -9,14 +9,24 @@ be (`as_int`, `as_str`, ...), which the stream reader (`streams.py`) shares.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Protocol
 
-from evalkit.planning.plan import Request
 from evalkit.providers import Choice, Completion, ProviderError
 from evalkit.providers.failures import error_in
 
 
-def parse(payload: Any, request: Request, latency: float) -> Completion:
+class Asked(Protocol):
+    """What reading an answer needs of its request (a `Request`, or a batch line's note of
+    it): the endpoint it went to, and how many choices it asked for."""
+
+    @property
+    def endpoint(self) -> str: ...
+
+    @property
+    def choices(self) -> int: ...
+
+
+def parse(payload: Any, request: Asked, latency: float) -> Completion:
     """The completion in a whole JSON answer (also one to `stream: true` sent unstreamed)."""
     if not isinstance(payload, dict):
         raise ProviderError("bad_response", "response is not a JSON object")
@@ -75,7 +85,7 @@ def reasoning_tokens(usage: dict[str, Any]) -> int | None:
     return as_int(as_dict(usage.get("completion_tokens_details")).get("reasoning_tokens"))
 
 
-def check_indices(indices: list[int], request: Request) -> None:
+def check_indices(indices: list[int], request: Asked) -> None:
     """Each choice is one row numbered by its index: two alike, or one past `n`, would
     silently drop or renumber a row."""
     n = max(1, request.choices)
