@@ -147,6 +147,26 @@ def test_unauthorized_stops_sending_to_that_model(
     assert set(frame["error_type"]) == {"auth"}
 
 
+def test_a_server_that_cannot_be_reached_stops_its_model_after_ten_requests(
+    write: Write, tmp_path: Path
+) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cases = "\n".join(f"  - {{id: c{i}, vars: {{ticket: t, queue: q}}}}" for i in range(60))
+    suite = SUITE.split("cases:")[0].replace("openai/gpt-4, ", "") + "cases:\n" + cases + "\n"
+    environ = {"OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1", "OPENAI_API_KEY": TEST_KEY}
+    settings = run_settings(tmp_path, concurrency=2, max_retries=2, environ=environ)
+    result = run_suite(load_suite(write("down.yaml", suite)), settings)
+    assert result.status == "failed" and result.exit_code == 3
+    assert result.reason is not None and "10 requests in a row could not connect" in result.reason
+    frame = load_run(result.run_dir)
+    assert set(frame["error_type"]) == {"connection"}
+    assert 10 <= len(frame) <= 14  # the ten, and what was in flight then; not all 60
+
+
 def test_missing_api_key_names_the_variable_and_sends_nothing(
     openai: FakeOpenAI, write: Write, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -28,6 +28,9 @@ from evalkit.records.store import now_iso
 
 # errors that will fail every request to the model: stop sending to it after the first
 FATAL_FOR_MODEL = frozenset({"auth", "not_found", "insufficient_quota"})
+# requests in a row that could not connect, each after all its retries: the server is down
+# (or the base URL wrong), and the rest would each spend their retries finding that out
+UNREACHABLE_AFTER = 10
 
 Paced = tuple[Target, Provider, ModelLimits]  # a model, what sends to it, and its limits
 
@@ -162,6 +165,9 @@ class Tally:
     reused: int = 0  # answers an earlier session journaled, not sent again
     per_model: dict[str, dict[str, Any]] = field(default_factory=dict)
     stopped_models: dict[str, str] = field(default_factory=dict)  # label -> why
+    unreachable: dict[str, int] = field(
+        default_factory=dict
+    )  # label -> connection failures in a row
 
     @property
     def cached(self) -> int:
@@ -181,7 +187,17 @@ class Tally:
             return
         self.requests += 1
         self.errors += error
-        if entry.get("error_type") in FATAL_FOR_MODEL and target.label not in self.stopped_models:
+        error_type = entry.get("error_type")
+        if error_type in FATAL_FOR_MODEL and target.label not in self.stopped_models:
             self.stopped_models[target.label] = (
                 f"{target.label}: {entry.get('error')}; stopped sending to this model"
+            )
+        if entry.get("cached"):
+            return
+        in_a_row = self.unreachable.get(target.label, 0) + 1 if error_type == "connection" else 0
+        self.unreachable[target.label] = in_a_row
+        if in_a_row >= UNREACHABLE_AFTER and target.label not in self.stopped_models:
+            self.stopped_models[target.label] = (
+                f"{target.label}: {in_a_row} requests in a row could not connect "
+                f"({entry.get('error')}); stopped sending to this model"
             )
