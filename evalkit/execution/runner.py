@@ -17,7 +17,6 @@ from evalkit.errors import InputError, RunError
 from evalkit.execution.execute import execute
 from evalkit.execution.prepare import prepare_run, run_manifest, validated_targets
 from evalkit.execution.resume import plan_resume, unfinished_runs
-from evalkit.execution.sequential import resumed_sequential, run_sequential
 from evalkit.execution.settings import RunResult, RunSettings
 from evalkit.planning.estimate import DryRun, estimate, overflow_problems
 from evalkit.planning.shard import Shard
@@ -40,6 +39,8 @@ def run_suite(suite: Suite, settings: RunSettings | None = None) -> RunResult:
         if unfinished is not None and offer(unfinished):
             return resume_run(unfinished, settings)
     if settings.sequential is not None:  # rounds until decided (sequential.py)
+        from evalkit.execution.sequential import run_sequential  # numpy: only when asked
+
         return run_sequential(suite, settings)
     prepared = prepare_run(suite, settings)
     manifest = run_manifest(suite, prepared, settings)
@@ -91,6 +92,8 @@ def resume_run(run_dir: Path, settings: RunSettings | None = None) -> RunResult:
         suite_path = manifest.get("suite", {}).get("abspath")
     suite = gated_suite(load_suite(suite_path, settings.allow_outside_cases), settings.gates)
     if manifest.get("sequential"):  # its rounds replayed, what the journal holds reused
+        from evalkit.execution.sequential import resumed_sequential, run_sequential
+
         return run_sequential(
             suite, resumed_sequential(manifest, settings), RunDir(run_dir, manifest)
         )
