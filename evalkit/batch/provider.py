@@ -191,8 +191,11 @@ class BatchProvider:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for batch in self._open.values():
+        for batch in self._open.values():  # never sent: a resumed run writes its lines again
             _close_input(batch)
+            if batch.path is not None:
+                with contextlib.suppress(OSError):
+                    batch.path.unlink()
         await self.client.aclose()
 
     def _answered(self, key: str) -> Outcome | None:
