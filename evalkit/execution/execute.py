@@ -2,7 +2,9 @@
 
 Each model gets as many workers as it may have requests in flight; workers pull requests
 from that model's stream of the planner, so memory stays flat however large the suite. A
-request that finally fails is journaled as an error record and the run goes on.
+request that finally fails is journaled as an error record and the run goes on. With
+`--batch`, a model's share goes through `batch.rounds` instead: its first round written as
+batch lines, then the same workers.
 """
 
 from __future__ import annotations
