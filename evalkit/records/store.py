@@ -87,6 +87,7 @@ class RunDir:
         self.manifest = manifest
         self._journal: IO[str] | None = None
         self._failure: str | None = None  # why the journal could not be written
+        self._appended_key = ""  # the open journal's key in _APPENDED, found once per open
         self._images = ImageRefs(path / IMAGES)
 
     @classmethod
@@ -119,9 +120,10 @@ class RunDir:
             self._journal = path.open("a", encoding="utf-8")
         except OSError as exc:
             raise InputError(f"cannot append to the journal {path}: {exc.strerror}") from None
-        _APPENDED.pop(os.path.abspath(path), None)
+        self._appended_key = os.path.abspath(path)
+        _APPENDED.pop(self._appended_key, None)
         with contextlib.suppress(OSError):
-            _APPENDED[os.path.abspath(path)] = _appended(path, os.fstat(self._journal.fileno()))
+            _APPENDED[self._appended_key] = _appended(path, os.fstat(self._journal.fileno()))
 
     def append(self, entry: Mapping[str, Any], choices: Sequence[str] | None = None) -> None:
         """Write one finished request (`choices`: its choices' JSON texts, see
@@ -138,7 +140,7 @@ class RunDir:
             self._journal.write(line)
             self._journal.flush()
         except OSError as exc:
-            _APPENDED.pop(os.path.abspath(self.path / JOURNAL), None)  # its end is unknown
+            _APPENDED.pop(self._appended_key, None)  # its end is unknown
             journal, self._journal = self._journal, None
             with contextlib.suppress(OSError):
                 journal.close()  # its buffer cannot be written either; drop it
@@ -147,7 +149,7 @@ class RunDir:
                 "everything written before this request is kept"
             )
             raise RunError(self._failure) from None
-        appended = _APPENDED.get(os.path.abspath(self.path / JOURNAL))
+        appended = _APPENDED.get(self._appended_key)
         if appended is not None:
             appended.size += len(line)
 
