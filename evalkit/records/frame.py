@@ -164,7 +164,8 @@ def to_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     import pandas as pd
 
     records = list(records)
-    checks = sorted({k for r in records for k in r if k.startswith("check.")})
+    # the union of the rows' keys first (in C), then the few check columns among them
+    checks = sorted(k for k in set().union(*records) if k.startswith("check."))
     frame = pd.DataFrame.from_records(records, columns=[*COLUMNS, *checks])
     frame["started_at"] = pd.to_datetime(frame["started_at"], utc=True, format="ISO8601")
     return _typed(frame)
