@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import pytest
 
@@ -86,6 +86,23 @@ def test_a_cache_hit_sends_nothing_and_costs_nothing(openai: FakeOpenAI, tmp_pat
     assert openai.count() == 0
     assert sent.entry["cached"] is True and sent.entry["cost_usd"] == 0.0
     assert sent.entry["attempts"] == 0 and sent.choices is not None
+
+
+def test_would_send_is_false_for_a_cached_or_reused_request_and_true_otherwise(
+    openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    cached, fresh = request(openai), request(openai, "something else")
+    first = Cache(tmp_path)
+    send(openai, Sender(FAST, first), cached)
+    first.close()
+    again = Cache(tmp_path)
+    assert again.holds(cached.key) and not again.holds(fresh.key)
+    assert not Sender(FAST, again).would_send(cached)
+    assert Sender(FAST, again).would_send(fresh)
+    assert Sender(FAST, Cache(tmp_path, read=False)).would_send(cached)  # --refresh sends
+    reused = Sender(FAST, None, reusable={fresh.key: cast(RequestEntry, {"key": fresh.key})})
+    assert not reused.would_send(fresh)
+    again.close()
 
 
 def test_a_request_past_the_ceiling_is_refused_and_never_sent(openai: FakeOpenAI) -> None:

@@ -124,7 +124,7 @@ class Sender:
         """Whether `send` would send it: neither an earlier session's answer nor cached."""
         if request.key in self.reusable:
             return False
-        return self.cache is None or self.cache.get(request.key) is None
+        return self.cache is None or not self.cache.holds(request.key)
 
     def most_cost(self, request: Request) -> float:
         """What `send` would reserve for it against `--max-cost`."""

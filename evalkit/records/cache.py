@@ -69,6 +69,18 @@ class Cache:
                 file=sys.stderr,
             )
 
+    def holds(self, key: str) -> bool:
+        """Whether a row is kept for `key` (read, not decoded: `get` may still find it unusable)."""
+        if self._db is None or not self.read:
+            return False
+        if self._keys is not None:
+            return key in self._keys
+        try:
+            query = "SELECT 1 FROM answers WHERE key = ?"
+            return self._db.execute(query, (key,)).fetchone() is not None
+        except sqlite3.Error:
+            return False
+
     def get(self, key: str) -> Encoded | None:
         """The answer kept for `key`, with its choices' texts as stored (see records.decode)."""
         if self._db is None or not self.read:
