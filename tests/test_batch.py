@@ -496,3 +496,23 @@ def test_two_cases_with_one_prompt_are_one_line_and_two_rows(
     outputs = dict(zip(frame["case_id"], frame["output"], strict=True))
     assert outputs["a"] == outputs["b"] != outputs["c"]
     assert openai.batch_stats()["lines"] == 2
+
+
+def test_a_judge_grades_a_batch_run_online(
+    openai: FakeOpenAI, write: Write, tmp_path: Path
+) -> None:
+    text = (
+        "name: judged\nmodels: [openai/gpt-3.5-turbo]\n"
+        'prompt: [{role: user, content: "ANSWER: {{ a }}"}]\n'
+        'checks: [{judge: {model: openai/gpt-4, rubric: "Polite?\\nANSWER: {{ verdict }}"}}]\n'
+        "cases:\n"
+        '  - {id: "yes", vars: {a: thanks, verdict: "VERDICT: PASS"}}\n'
+        '  - {id: "no", vars: {a: go away, verdict: "VERDICT: FAIL"}}\n'
+    )
+    result = run_suite(load_suite(write("judged.yaml", text)), batch_settings(tmp_path))
+    frame = answered(result.run_dir).set_index("case_id")
+    assert frame.loc["yes", "check.judge"] and not frame.loc["no", "check.judge"]
+    assert frame["batch_id"].notna().all() and (frame["judge_cost_usd"] > 0).all()
+    assert openai.batch_stats()["lines"] == 2  # the answers went in a batch
+    judged = [r.body for r in openai.requests if r.body and r.body.get("model") == "gpt-4"]
+    assert len(judged) == 2  # the verdicts were asked online
