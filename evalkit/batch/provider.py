@@ -228,7 +228,7 @@ class BatchProvider:
             try:
                 batch.out.write(line)
             except OSError as exc:
-                batch.broken = f"cannot write {batch.path}: {exc.strerror}"
+                _unwritable(batch, exc)
         if len(batch.keys) >= MAX_LINES or batch.size >= MAX_BYTES * 0.95:
             self._send(endpoint)
         elif future is not None:  # a first round is sent by `drain`, not by a timer
@@ -245,7 +245,7 @@ class BatchProvider:
             folder.mkdir(exist_ok=True)
             batch.out = path.open("w", encoding="utf-8")
         except OSError as exc:
-            batch.broken = f"cannot write {path}: {exc.strerror}"
+            _unwritable(batch, exc)
         return batch
 
     def _send_all(self) -> None:
@@ -306,15 +306,12 @@ class BatchProvider:
         """A request an earlier session's batch carries: wait for that batch, or read it."""
         key = request.key
         batch.notes[key] = note = note_of(request.endpoint, request.choices)
-        if batch.read:  # ended, and read by this session before this request asked
-            outcome = batch.failure or self._outcome(batch, _unread(batch, key, note), key)
-            if future is not None:
-                future.set_result(outcome)
-            else:
-                self._answers[key] = outcome
-            return
         if future is not None:
             batch.waiting[key] = future
+        if batch.read:  # ended, and read by this session before this request asked
+            outcome = batch.failure or self._outcome(batch, _unread(batch, key, note), key)
+            self._deliver(batch, key, outcome)
+            return
         if batch.follower is None:
             batch.follower = self._start(self._reattach(batch))
 
@@ -456,7 +453,12 @@ def _close_input(batch: Batch) -> None:
     try:
         out.close()
     except OSError as exc:  # the last of it could not be written (a full disk)
-        batch.broken = batch.broken or f"cannot write {batch.path}: {exc.strerror}"
+        _unwritable(batch, exc)
+
+
+def _unwritable(batch: Batch, exc: OSError) -> None:
+    """The batch's input file failed: the first reason is kept, and the batch fails when sent."""
+    batch.broken = batch.broken or f"cannot write {batch.path}: {exc.strerror}"
 
 
 def _unread(batch: Batch, key: str, note: LineNote) -> Outcome | None:

@@ -55,8 +55,8 @@ async def send_first_round(
     planned, written = 0.0, 0
     for group in groups:
         numbers = range(1) if group.select == "until_stop" else range(group.samples)
-        requests = [group.request(number, group.params.max_tokens) for number in numbers]
-        for request in requests:
+        for number in numbers:
+            request = group.request(number, group.params.max_tokens)
             if not sender.would_send(request):
                 continue
             if budget.limit is not None:
