@@ -37,8 +37,9 @@ if _typing.TYPE_CHECKING:
     from evalkit.records.cache import clear as clear_cache
     from evalkit.records.cache import explain as explain_cache
     from evalkit.records.cache import stats as cache_stats
-    from evalkit.records.frame import COLUMNS, load_run
+    from evalkit.records.frame import load_run
     from evalkit.records.merge import Merged, merge_runs
+    from evalkit.records.rows import COLUMNS
     from evalkit.report import write_reports
     from evalkit.suite.checkspec import Check
     from evalkit.suite.endpoints import Endpoint, ModelSpec
@@ -67,7 +68,8 @@ _LAZY: dict[str, tuple[str, str]] = {
     "clear_cache": ("evalkit.records.cache", "clear"),
     "explain_cache": ("evalkit.records.cache", "explain"),
     "cache_stats": ("evalkit.records.cache", "stats"),
-    **{n: ("evalkit.records.frame", n) for n in ("COLUMNS", "load_run")},
+    "load_run": ("evalkit.records.frame", "load_run"),
+    "COLUMNS": ("evalkit.records.rows", "COLUMNS"),
     **{n: ("evalkit.records.merge", n) for n in ("Merged", "merge_runs")},
     "batch_states": ("evalkit.batch.status", "batch_states"),
     "write_reports": ("evalkit.report", "write_reports"),

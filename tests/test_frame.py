@@ -1,4 +1,5 @@
-"""evalkit.records.frame: journal entries → the typed DataFrame, one row per sample.
+"""evalkit.records.rows and .frame: journal entries → rows → the typed DataFrame, one row per
+sample.
 
 Entries are built by `records.request_entry` from a planned request, the way a run journals them;
 load_run over real runs is exercised in test_cache_resume.py and test_api.py. Here: n choices
@@ -19,7 +20,8 @@ from evalkit.planning.plan import Request
 from evalkit.planning.planner import plan
 from evalkit.providers import ProviderError
 from evalkit.records.entries import Answer, Provenance, request_entry
-from evalkit.records.frame import records, rows, to_frame
+from evalkit.records.frame import to_frame
+from evalkit.records.rows import records, rows
 from evalkit.suite.endpoints import ModelSpec
 from evalkit.suite.spec import Suite
 

@@ -234,7 +234,7 @@ def _write(
 ) -> Merged:
     import pandas as pd
 
-    from evalkit.records.frame import COLUMNS
+    from evalkit.records.rows import COLUMNS
 
     first = ordered[0].manifest
     incomplete = [run for run in ordered if not run.complete]

@@ -170,12 +170,18 @@ class RunDir:
             with contextlib.suppress(OSError):
                 journal.close()
 
-    def write_results(self, frame: pd.DataFrame) -> str | None:
-        """Write `results.parquet`; why it could not be written (a full disk), or None. A
-        partial file is removed: the journal holds every result, and load_run reads it."""
+    def write_results(self, results: list[dict[str, Any]] | pd.DataFrame) -> str | None:
+        """Write `results.parquet` from a run's rows (`rows.records`, without pandas) or a
+        DataFrame; why it could not be written (a full disk), or None. A partial file is
+        removed: the journal holds every result, and load_run reads it."""
+        from evalkit.records.table import write_frame, write_rows
+
         path = self.path / RESULTS
         try:
-            frame.to_parquet(path, index=False)
+            if isinstance(results, list):
+                write_rows(results, path)
+            else:
+                write_frame(results, path)
         except OSError as exc:
             path.unlink(missing_ok=True)
             return f"cannot write {RESULTS} ({exc}); the journal holds every result"
