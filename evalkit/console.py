@@ -4,7 +4,7 @@ needed to read it). Each function returns the text; the CLI decides where it goe
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,7 +55,7 @@ def merged_text(merged: Merged) -> str:
         lines.append(f"not complete, merged with --allow-incomplete: shard(s) {shards}")
     frame = load_run(merged.run_dir)
     if not frame.empty:
-        lines.append(summary_table(summarize(frame)))
+        lines.append(summary_table(summarize(frame).to_dict("records")))
     return "\n".join(lines)
 
 
@@ -75,20 +75,16 @@ def resume_note(path: Path) -> str:
 def run_summary(result: RunResult) -> str:
     """A finished run: each model's requests and cost, the summary table, the paired
     differences between models (and variants), failed samples."""
-    from evalkit.analysis.compare import compare_models
-    from evalkit.analysis.summary import summarize
-    from evalkit.records.frame import load_run
-
     lines = [
         f"{label}: {stats['requests']} requests, {stats['errors']} errors, "
         f"{stats['cached']} cached, ${stats['cost_usd']:.4f}"
         for label, stats in result.per_model.items()
     ]
-    frame = result.frame if result.frame is not None else load_run(result.run_dir)
-    summary = summarize(frame)
-    lines.append(summary_table(summary))
-    if len(summary) > 1:  # pairs to compare: the paired tests cost a pass over the cases
-        lines += pair_lines(compare_models(frame).pairs)
+    lines.append(summary_table(result.summary))
+    if len(result.summary) > 1:  # pairs to compare: the paired tests need the DataFrame
+        from evalkit.analysis.compare import compare_models
+
+        lines += pair_lines(compare_models(result.frame).pairs)
     if result.failed_samples:
         decides = "; the gate decides the exit code" if result.gates is not None else ""
         lines.append(f"{result.failed_samples} sample(s) failed their checks{decides}")
@@ -200,10 +196,10 @@ def table(rows: Sequence[Sequence[str]]) -> str:
     )
 
 
-def summary_table(summary: pd.DataFrame) -> str:
-    """`evalkit.summarize` as text: one line per model and variant."""
+def summary_table(summary: Sequence[Mapping[Any, Any]]) -> str:
+    """`evalkit.summarize`'s lines as text: one line per model and variant."""
     rows = [("model", "variant", "pass", "score", "stop", "length", "errors", "cost $", "p50 s")]
-    for r in summary.to_dict("records"):
+    for r in summary:
         rows.append(
             (
                 str(r["model"]),

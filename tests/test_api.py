@@ -47,6 +47,33 @@ def test_a_run_returns_its_result_and_prints_nothing(
     assert result.comparison is None
 
 
+def test_a_run_ends_without_pandas_and_reads_its_frame_when_asked(
+    openai: object, write: Write, tmp_path: Path
+) -> None:
+    """The end of a run (results.parquet, the summary the CLI prints) needs no pandas: a
+    fifth of a 5,000-request run's time. `result.frame` then reads the run's DataFrame."""
+    import subprocess
+    import sys
+
+    lines = "".join(f"  - {{id: c{i}, vars: {{out: a{i}, want: a{i % 5}}}}}\n" for i in range(10))
+    path = write("quiet.yaml", SUITE + lines)
+    code = f"""
+import sys
+from pathlib import Path
+import evalkit
+from evalkit import console
+settings = evalkit.RunSettings(out=Path({str(tmp_path / "runs")!r}), progress=False)
+result = evalkit.run_suite(evalkit.load_suite({str(path)!r}), settings)
+text = console.run_summary(result)
+print("pandas" in sys.modules, result.failed_samples, result.summary[0]["pass_rate"])
+frame = result.frame
+print("pandas" in sys.modules, len(frame), frame.equals(evalkit.load_run(result.run_dir)))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["False 5 0.5", "True 10 True"]
+
+
 def test_compare_gate_and_reports(
     openai: object, write: Write, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -238,9 +238,9 @@ class Gate:
         a run that did not complete is not compared (it exits 3 either way)."""
         if result.status != "complete":
             return result
-        frame = result.frame if result.frame is not None else result.run_dir
         return replace(
-            result, comparison=compare_runs(self.baseline, frame, self.fail_on, self.alpha)
+            result,
+            comparison=compare_runs(self.baseline, result.frame, self.fail_on, self.alpha),
         )
 
 

@@ -109,7 +109,7 @@ def judge_merged(frame: pd.DataFrame, manifest: dict[str, Any]) -> list[GateOutc
 def judge_run(result: RunResult, rules: list[GateRule], alpha: float = 0.05) -> RunResult:
     """`result` with its gate's outcomes, which then decide its exit code; a run that did not
     complete is not judged (it exits 3 either way)."""
-    if result.status != "complete" or result.frame is None:
+    if result.status != "complete":
         return result
     return replace(result, gates=judge_gates(rules, result.frame, alpha))
 

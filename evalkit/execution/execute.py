@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from evalkit.analysis.summary import summarize_rows
 from evalkit.errors import RunError
 from evalkit.execution.budget import Budget
 from evalkit.execution.dispatch import Dispatcher
@@ -30,7 +31,7 @@ from evalkit.execution.settings import RunResult, RunSettings
 from evalkit.models.targets import Target
 from evalkit.records.cache import Cache, cache_dir
 from evalkit.records.entries import retire_entry
-from evalkit.records.frame import frame_of_journal
+from evalkit.records.rows import journal_rows
 from evalkit.records.store import RunDir
 from evalkit.suite.spec import Suite
 
@@ -129,7 +130,7 @@ async def execute(
             asyncio.create_task(state.worker(target, sender, limits, work)) for _ in range(count)
         ]
     drawing = asyncio.create_task(progress.draw_until_cancelled())
-    warm_up = _FrameLibraries()
+    warm_up = _ResultsLibraries()
     warming = asyncio.create_task(warm_up.import_when_idle())
     interrupted = False
     loop = asyncio.get_running_loop()
@@ -195,20 +196,19 @@ def _finish(
             f"error rate {rate:.1%} ({tally.errors} of {tally.requests} requests) is above "
             f"--max-error-rate {settings.max_error_rate:.1%}"
         )
-    frame = frame_of_journal(run.path, run.manifest, warn=False)  # a resume warned already
-    kept = frame[frame["selected"].fillna(True).astype(bool)]
-    failed = int((~kept["passed"].fillna(False).astype(bool)).sum())
+    rows = journal_rows(run.path, run.manifest, warn=False)  # a resume warned already
+    failed = sum(1 for r in rows if r["selected"] is not False and not r["passed"])
     counts = {
         "planned": planned,
         "requests": tally.requests,
         "errors": tally.errors,
         "reused": tally.reused,
         "cached": tally.cached,
-        "samples": len(frame),
+        "samples": len(rows),
         "failed_samples": failed,
         "spent_usd": budget.spent,
     }
-    unwritten = run.write_results(frame)
+    unwritten = run.write_results(rows)
     if unwritten is not None:
         status, reason = "failed", "; ".join(filter(None, [reason, unwritten]))
     try:
@@ -220,7 +220,14 @@ def _finish(
     if failures:
         raise failures[0]  # a RunError is exit 3; anything else is a bug (exit 4)
     return RunResult(
-        run.path, status, tally.requests, tally.errors, reason, tally.per_model, failed, frame
+        run.path,
+        status,
+        tally.requests,
+        tally.errors,
+        reason,
+        tally.per_model,
+        failed,
+        summarize_rows(rows),
     )
 
 
@@ -230,11 +237,11 @@ def _workers(concurrency: int) -> int:
     return concurrency + min(concurrency, 256)
 
 
-class _FrameLibraries:
-    """The end of a run needs pandas and pyarrow (0.5 s of imports). They are imported in a
-    thread while requests are in flight, but only once the process has CPU to spare: when the
-    server answers at once the loop is busy, and an import thread fighting it for the GIL
-    slowed 5,000 requests by 0.5 s, more than the import itself costs at the end."""
+class _ResultsLibraries:
+    """The end of a run writes `results.parquet` with pyarrow (0.1 s of imports, pandas not
+    among them). It is imported in a thread while requests are in flight, but only once the
+    process has CPU to spare: when the server answers at once the loop is busy, and an import
+    thread fighting it for the GIL slows the run by more than the import costs at the end."""
 
     IDLE_SHARE = 0.5  # CPU used per second of wall time below which the process is idle
     PERIOD_S = 0.1
@@ -249,7 +256,7 @@ class _FrameLibraries:
             used, passed = time.process_time() - cpu, time.monotonic() - wall
             if used < self.IDLE_SHARE * passed:
                 self.started = True
-                await asyncio.to_thread(_import_frame_libraries)
+                await asyncio.to_thread(_import_results_libraries)
                 return
             cpu, wall = cpu + used, wall + passed
 
@@ -261,8 +268,8 @@ class _FrameLibraries:
             await task
 
 
-def _import_frame_libraries() -> None:
-    import pandas  # noqa: F401
+def _import_results_libraries() -> None:
+    import pyarrow.json
     import pyarrow.parquet  # noqa: F401
 
 

@@ -273,7 +273,7 @@ def _finished(
     at the mean cost per case sent), into the manifest and the result."""
     decision = comparison.decision
     frame = result.frame
-    sent = set(frame["case_id"].astype(str)) if frame is not None and len(frame) else set()
+    sent = set(frame["case_id"].astype(str)) if len(frame) else set()
     unsent = [case.key for case in suite.cases if case.key not in sent]
     spent = float(frame["cost_usd"].fillna(0).sum()) if sent else 0.0
     per_case = spent / len(sent) if sent else 0.0

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 from evalkit.errors import exit_code
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from evalkit.analysis.compare import RunComparison
     from evalkit.analysis.gates import GateOutcome
     from evalkit.execution.sequential import SequentialSettings
@@ -63,10 +65,23 @@ class RunResult:
     reason: str | None = None
     per_model: dict[str, dict[str, Any]] = field(default_factory=dict)
     failed_samples: int = 0  # kept samples that failed a required check
-    frame: Any = field(default=None, repr=False)  # the run's DataFrame, as load_run returns it
+    summary: list[dict[str, Any]] = field(default_factory=list, repr=False)  # summarize's lines
     comparison: RunComparison | None = None  # with a baseline (`Gate.judge`), once complete
     gates: list[GateOutcome] | None = None  # the gate's outcomes, when one was declared
     sequential: dict[str, Any] | None = None  # --sequential: the manifest's decision record
+    # the DataFrame once read, shared by the copies `Gate.judge` and the gate make
+    _frame: list[pd.DataFrame] = field(default_factory=list, repr=False, compare=False)
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """The run's DataFrame, as `load_run` returns it, read when first asked for: a run
+        ends without pandas (a fifth of a 5,000-request run's time), so one that nobody asks
+        for its DataFrame never imports it."""
+        if not self._frame:
+            from evalkit.records.frame import load_run
+
+            self._frame.append(load_run(self.run_dir))
+        return self._frame[0]
 
     @property
     def exit_code(self) -> int:
