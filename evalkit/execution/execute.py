@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import sys
@@ -46,7 +47,26 @@ async def execute(
     run: RunDir,
     resume: ResumePlan | None,
 ) -> RunResult:
-    """Send the run's plan, every model at once, and finish the run directory."""
+    """Send the run's plan, every model at once, and finish the run directory.
+
+    What is alive when sending starts (the suite, its renders, the imported libraries) lives
+    until the run ends, so it is frozen out of the garbage collector's walks meanwhile: a
+    run allocates thousands of objects a second, and each full collection would walk it all.
+    """
+    gc.freeze()
+    try:
+        return await _execute(suite, prepared, settings, run, resume)
+    finally:
+        gc.unfreeze()
+
+
+async def _execute(
+    suite: Suite,
+    prepared: Prepared,
+    settings: RunSettings,
+    run: RunDir,
+    resume: ResumePlan | None,
+) -> RunResult:
     targets, judges, planner = prepared.targets, prepared.judges, prepared.planner
     keys, providers = prepared.keys, prepared.providers
     totals = {t.label: planner.requests_per_model for t in targets}
