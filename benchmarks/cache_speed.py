@@ -46,6 +46,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from bytecode import compile_evalkit
 from run_throughput import (
     CONCURRENCY,
     MODEL,
@@ -387,6 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"load average at the start: {load}", flush=True)
+    print(compile_evalkit(), flush=True)
     results: list[bool] = []
     with tempfile.TemporaryDirectory(prefix="evalkit-cache-bench-") as tmp:
         workdir = Path(tmp)

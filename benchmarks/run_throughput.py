@@ -49,6 +49,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from bytecode import compile_evalkit
+
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "openai/gpt-3.5-turbo"
 WIRE_MODEL = "gpt-3.5-turbo"
@@ -754,6 +756,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"measured: {command} {extra}".rstrip(), flush=True)
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"load average at the start: {load}", flush=True)
+    print(compile_evalkit(), flush=True)
     with tempfile.TemporaryDirectory(prefix="evalkit-bench-") as tmp:
         workdir = Path(tmp)
         startup = import_cpu(workdir, args.repeats)

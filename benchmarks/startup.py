@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bytecode import compile_evalkit
+
 
 def cpu_model() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -74,6 +76,7 @@ def main() -> None:
     evalkit = [sys.executable, "-m", "evalkit"]
     print(f"machine: {os.cpu_count()} cores, {cpu_model()}, Python {platform.python_version()}")
     print(f"load average at the start: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(compile_evalkit())
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         small, large = write_suites(folder, args.cases)
