@@ -82,6 +82,13 @@ def test_a_row_longer_than_arrows_blocks_is_read_whole(tmp_path: Path) -> None:
     assert len(ours["output"].iloc[1]) == 3 << 20
 
 
+def test_a_large_run_is_written_the_dataframe_way(tmp_path: Path) -> None:
+    rows = records([case_entry(f"c{i}") for i in range(4)], "r", "s")
+    ours, expected = read_both(rows, tmp_path, slice_rows=1, frame_above=3)
+    pd.testing.assert_frame_equal(ours, expected)
+    assert row_groups(tmp_path) == 1  # one group: not the slices
+
+
 def test_a_row_arrow_refuses_is_written_the_dataframe_way(tmp_path: Path) -> None:
     rows = records([entry(), case_entry("b")], "r", "s")
     rows[1]["max_tokens"] = 16.0  # a whole number written as a float: not an int64 to Arrow

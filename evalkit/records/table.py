@@ -6,7 +6,8 @@ not, so the rows go to Arrow as JSON lines under an explicit schema (the declare
 and a boolean and a score column per check), a slice at a time so memory stays flat. The
 schema carries the pandas metadata `DataFrame.to_parquet` would write, so `pd.read_parquet`
 gives the declared dtypes back as it did. Rows Arrow will not take (a count that is not a
-whole number) go through the DataFrame instead, which is what they always went through.
+whole number) go through the DataFrame instead, which is what they always went through, and
+so do large runs, where the DataFrame's columnar conversion pays its import back.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 SLICE_ROWS = 10_000  # rows per JSON slice, and per Parquet row group
+# JSON costs about 24 µs a row, the DataFrame 13 µs and 0.3 s of pandas import (100,000 rows:
+# 2.4 s against 1.3 s): past this many rows the DataFrame's way is the faster one
+FRAME_ABOVE = 25_000
 BLOCK_BYTES = 1 << 20  # Arrow's own block size, unless a line is longer
 _ASCII = json.JSONEncoder()  # escapes every non-ASCII character: one byte per character
 
@@ -65,12 +69,22 @@ def schema(dtypes: dict[str, str]) -> pa.Schema:
     return pa.schema(fields, metadata={"pandas": json.dumps(pandas_meta)})
 
 
-def write_rows(rows: Sequence[dict[str, Any]], path: Path, slice_rows: int = SLICE_ROWS) -> None:
+def write_rows(
+    rows: Sequence[dict[str, Any]],
+    path: Path,
+    slice_rows: int = SLICE_ROWS,
+    frame_above: int = FRAME_ABOVE,
+) -> None:
     """Write the rows (`rows.records`) as a Parquet file at `path`, `slice_rows` at a time;
-    raises an OSError."""
+    more than `frame_above` rows go the DataFrame's way. Raises an OSError."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    if len(rows) > frame_above:
+        from evalkit.records.frame import to_frame
+
+        write_frame(to_frame(rows), path)
+        return
     arrow_schema = schema(column_dtypes(check_columns(rows)))
     try:
         with pq.ParquetWriter(path, arrow_schema) as writer:
