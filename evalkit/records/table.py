@@ -81,9 +81,7 @@ def write_rows(
     import pyarrow.parquet as pq
 
     if len(rows) > frame_above:
-        from evalkit.records.frame import to_frame
-
-        write_frame(to_frame(rows), path)
+        _through_frame(rows, path)
         return
     arrow_schema = schema(column_dtypes(check_columns(rows)))
     try:
@@ -91,9 +89,13 @@ def write_rows(
             for part in _slices(rows, arrow_schema, slice_rows):
                 writer.write_table(part)
     except pa.ArrowInvalid:  # a row Arrow will not take: the DataFrame's way, from the start
-        from evalkit.records.frame import to_frame
+        _through_frame(rows, path)
 
-        write_frame(to_frame(rows), path)
+
+def _through_frame(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    from evalkit.records.frame import to_frame
+
+    write_frame(to_frame(rows), path)
 
 
 def write_frame(frame: pd.DataFrame, path: Path) -> None:
